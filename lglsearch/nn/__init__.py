@@ -1,0 +1,5 @@
+"""PyTorch models of the LGL design space (importing this registers the presets with timm)."""
+
+from lglsearch.nn.edgevit import EdgeViT, build_model, checkpoint_filter_fn, load_checkpoint
+
+__all__ = ["EdgeViT", "build_model", "checkpoint_filter_fn", "load_checkpoint"]

@@ -1,0 +1,198 @@
+"""The building blocks of EdgeViT's local-global-local (LGL) block.
+
+Pan et al., "EdgeViTs: Competing Light-weight CNNs on Mobile Devices with Vision Transformers",
+ECCV 2022 (arXiv 2205.03436); reference code github.com/saic-fi/edgevit. Module names here are
+our own (snake_case); the reference's names appear only in the checkpoint converter.
+
+Tensors between blocks are NCHW. Each block takes its layer types as arguments (timm style), so
+the ablation switches of an `Arch` (delegate sampler, propagation) are just other layers.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d, Mlp
+from torch import nn
+
+# the reference's token norm (timm's ViT default)
+TokenNorm = partial(nn.LayerNorm, eps=1e-6)
+
+__all__ = [
+    "GlobalSparseAttn",
+    "LGLBlock",
+    "LocalAgg",
+    "PatchEmbed",
+    "SelfAttn",
+    "StridedPick",
+    "make_propagation",
+    "make_sampler",
+]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: Conv2d(k = stride = patch) then LayerNorm over channels."""
+
+    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.norm = LayerNorm2d(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class LocalAgg(nn.Module):
+    """Local aggregation: positional DW3x3, then PW-DW5x5-PW, then a 1x1-conv FFN."""
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = norm_layer(dim)
+        self.pw1 = nn.Conv2d(dim, dim, 1)
+        self.dw = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.pw2 = nn.Conv2d(dim, dim, 1)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, use_conv=True)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        x = x + self.drop_path(self.pw2(self.dw(self.pw1(self.norm1(x)))))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class StridedPick(nn.Module):
+    """Delegates = every `sr`-th row and column (the reference's AvgPool2d(kernel 1, stride sr))."""
+
+    def __init__(self, sr: int) -> None:
+        super().__init__()
+        self.sr = sr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :: self.sr, :: self.sr]
+
+
+def make_sampler(kind: str, sr: int) -> nn.Module:
+    """How delegate tokens are taken from the (C, H, W) map: `pick`, `avg` or `max`."""
+    if kind == "pick":
+        return StridedPick(sr)
+    if kind == "avg":
+        return nn.AvgPool2d(sr, stride=sr)
+    if kind == "max":
+        return nn.MaxPool2d(sr, stride=sr)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def make_propagation(kind: str, dim: int, sr: int) -> nn.Module:
+    """How (C, H/sr, W/sr) delegates are spread back to (C, H, W): `tconv`, `nearest`, `bilinear`."""
+    if kind == "tconv":
+        return nn.ConvTranspose2d(dim, dim, kernel_size=sr, stride=sr, groups=dim)
+    if kind in ("nearest", "bilinear"):
+        return nn.Upsample(scale_factor=sr, mode=kind)
+    raise ValueError(f"unknown propagation {kind!r}")
+
+
+class GlobalSparseAttn(nn.Module):
+    """Multi-head self-attention among delegate tokens, propagated back to every token.
+
+    With sr = 1 it is plain multi-head self-attention over all tokens.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, sr: int = 1, sampler: str = "pick", propagation: str = "tconv"
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.sr = sr
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        if sr > 1:
+            self.sampler = make_sampler(sampler, sr)
+            self.local_prop = make_propagation(propagation, dim, sr)
+            self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        batch, _, dim = x.shape
+        if self.sr > 1:
+            grid = x.transpose(1, 2).reshape(batch, dim, height, width)
+            x = self.sampler(grid).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(x).reshape(batch, -1, 3, self.num_heads, dim // self.num_heads).unbind(2)
+        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = x.transpose(1, 2).reshape(batch, -1, dim)
+        if self.sr > 1:
+            x = x.transpose(1, 2).reshape(batch, dim, height // self.sr, width // self.sr)
+            x = self.norm(self.local_prop(x).flatten(2).transpose(1, 2))
+        return self.proj(x)
+
+
+class SelfAttn(nn.Module):
+    """Positional DW3x3, then global sparse attention and an MLP on the tokens (pre-norm)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        sr: int = 1,
+        sampler: str = "pick",
+        propagation: str = "tconv",
+        drop_path: float = 0.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = TokenNorm,
+    ) -> None:
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = norm_layer(dim)
+        self.attn = GlobalSparseAttn(dim, num_heads, sr, sampler, propagation)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        batch, dim, height, width = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = tokens + self.drop_path(self.attn(self.norm1(tokens), height, width))
+        tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
+        return tokens.transpose(1, 2).reshape(batch, dim, height, width)
+
+
+class LGLBlock(nn.Module):
+    """One block of a stage: `lgl` = LocalAgg + SelfAttn, `local` = LocalAgg, `global` = SelfAttn."""
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        sr: int = 1,
+        sampler: str = "pick",
+        propagation: str = "tconv",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.local_agg = LocalAgg(dim, mlp_ratio, drop_path) if kind in ("lgl", "local") else None
+        self.self_attn = (
+            SelfAttn(dim, num_heads, mlp_ratio, sr, sampler, propagation, drop_path)
+            if kind in ("lgl", "global")
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.local_agg is not None:
+            x = self.local_agg(x)
+        if self.self_attn is not None:
+            x = self.self_attn(x)
+        return x

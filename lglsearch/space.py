@@ -1,0 +1,646 @@
+"""Architectures of the EdgeViT local-global-local design space and the spaces they live in.
+
+`Arch` describes one network: per stage its width, heads, sparse-attention sampling rate `sr`,
+mlp ratio and the kind of each block (so its depth), plus the input resolution, the number of
+classes and two ablation switches. Everything else in lglsearch (models, op keys, costs,
+accuracy) is a function of an `Arch`.
+
+`Space` is a YAML file of per-stage choices (``search_spaces/edgevit.yaml`` is the default).
+It validates itself on load, samples with a seeded `numpy.random.Generator`, draws archs
+through an Optuna trial, tells whether it contains an arch and counts its distinct archs.
+
+Design: an `Arch` is canonical by construction. Fields that cannot change the network are
+normalised (a stage without attention blocks gets ``sr = 1, heads = 1``; a network without
+sparse attention gets the reference sampler and propagation), so equal networks are equal
+archs with one id, and `Space.size()` counts networks, not spellings.
+
+This module imports nothing of the project but its error type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from lglsearch.errors import LglsearchError
+
+if TYPE_CHECKING:  # optuna is imported lazily: only `Space.suggest` needs it
+    import optuna
+
+__all__ = [
+    "BLOCK_KINDS",
+    "PRESETS",
+    "PROPAGATIONS",
+    "SAMPLERS",
+    "Arch",
+    "Space",
+    "Stage",
+    "default_space_path",
+    "grid_sizes",
+    "load_space",
+    "parse_arch",
+]
+
+BLOCK_KINDS = ("lgl", "local", "global")
+"""`lgl`: LocalAgg then SelfAttn (the reference block); `local`: LocalAgg only (convolutional);
+`global`: SelfAttn only (the reference's sr = 1 block)."""
+
+KIND_LETTERS = {"lgl": "L", "local": "C", "global": "G"}
+"""One letter per kind for compact printing: L(GL), C(onvolutional), G(lobal)."""
+
+SAMPLERS = ("pick", "avg", "max")
+"""How delegate tokens are sampled: strided picking (reference), average or max pooling."""
+
+PROPAGATIONS = ("tconv", "nearest", "bilinear")
+"""How delegates are propagated back: depthwise transposed conv (reference), or upsampling."""
+
+PATCH_STRIDES_FIRST, PATCH_STRIDE_LATER = 4, 2
+"""Stage 1 embeds 4x4 patches, every later stage halves the grid (as in the reference)."""
+
+# `search_spaces/` sits at the top of the project and installs as `lglsearch.search_spaces`
+SPACES_DIR = Path(str(importlib.resources.files("lglsearch.search_spaces")))
+
+
+def grid_sizes(resolution: int, num_stages: int) -> tuple[int, ...]:
+    """Side of each stage's token grid: resolution / 4, / 8, / 16, ..."""
+    return tuple(resolution // (PATCH_STRIDES_FIRST * PATCH_STRIDE_LATER**i) for i in range(num_stages))
+
+
+def _check_resolution(resolution: int, num_stages: int) -> str | None:
+    step = PATCH_STRIDES_FIRST * PATCH_STRIDE_LATER ** (num_stages - 1)
+    if not isinstance(resolution, int) or resolution < step or resolution % step:
+        return (
+            f"resolution {resolution!r} must be a positive multiple of {step} "
+            f"so that each of the {num_stages} stages has a whole token grid"
+        )
+    return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `len(kinds)` blocks of `width` channels."""
+
+    width: int
+    heads: int
+    sr: int
+    mlp_ratio: float
+    kinds: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+        for name in ("width", "heads", "sr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LglsearchError(f"stage {name} must be a positive integer, got {value!r}")
+        if not self.kinds:
+            raise LglsearchError("a stage needs at least one block: `kinds` is empty")
+        for kind in self.kinds:
+            if kind not in BLOCK_KINDS:
+                raise LglsearchError(f"unknown block kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
+        if not self.mlp_ratio > 0:
+            raise LglsearchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        if not self.has_attention:
+            # sr and heads do nothing without attention: normalise so equal nets are equal archs
+            object.__setattr__(self, "sr", 1)
+            object.__setattr__(self, "heads", 1)
+        if self.width % self.heads:
+            raise LglsearchError(
+                f"width {self.width} is not divisible by heads {self.heads}; use heads in {_divisors(self.width)}"
+            )
+
+    @property
+    def depth(self) -> int:
+        return len(self.kinds)
+
+    @property
+    def has_attention(self) -> bool:
+        return any(kind != "local" for kind in self.kinds)
+
+    @property
+    def has_sparse_attention(self) -> bool:
+        return self.has_attention and self.sr > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "width": self.width,
+            "heads": self.heads,
+            "sr": self.sr,
+            "mlp_ratio": self.mlp_ratio,
+            "kinds": list(self.kinds),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stage:
+        fields = {"depth", "width", "heads", "sr", "mlp_ratio", "kinds"}
+        unknown = set(data) - fields
+        if unknown:
+            raise LglsearchError(f"unknown stage field(s) {sorted(unknown)}; a stage has {sorted(fields)}")
+        missing = {"width", "heads", "sr", "mlp_ratio", "kinds"} - set(data)
+        if missing:
+            raise LglsearchError(f"stage is missing field(s) {sorted(missing)}")
+        kinds = data["kinds"]
+        if isinstance(kinds, str):  # shorthand: {"depth": 3, "kinds": "lgl"}
+            if "depth" not in data:
+                raise LglsearchError(f"kinds {kinds!r} given as one kind needs a `depth`")
+            kinds = [kinds] * int(data["depth"])
+        if "depth" in data and data["depth"] != len(kinds):
+            raise LglsearchError(f"stage depth {data['depth']} does not match its {len(kinds)} block kinds")
+        return cls(
+            width=data["width"],
+            heads=data["heads"],
+            sr=data["sr"],
+            mlp_ratio=data["mlp_ratio"],
+            kinds=tuple(kinds),
+        )
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One EdgeViT-style network. Immutable, hashable, canonical, JSON round-trips."""
+
+    stages: tuple[Stage, ...]
+    resolution: int = 224
+    num_classes: int = 1000
+    sampler: str = "pick"
+    propagation: str = "tconv"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise LglsearchError("an arch needs at least one stage")
+        problem = _check_resolution(self.resolution, len(self.stages))
+        if problem:
+            raise LglsearchError(problem)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (self.num_classes < 1):
+            raise LglsearchError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if self.sampler not in SAMPLERS:
+            raise LglsearchError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if self.propagation not in PROPAGATIONS:
+            raise LglsearchError(f"unknown propagation {self.propagation!r}; use one of {', '.join(PROPAGATIONS)}")
+        for i, (stage, grid) in enumerate(zip(self.stages, self.grids, strict=True)):
+            if grid % stage.sr:
+                raise LglsearchError(
+                    f"stage {i + 1}: sampling rate sr={stage.sr} does not divide its "
+                    f"{grid}x{grid} token grid at resolution {self.resolution}; "
+                    f"use sr in {_divisors(grid)}"
+                )
+        if not any(s.has_sparse_attention for s in self.stages):
+            object.__setattr__(self, "sampler", SAMPLERS[0])
+            object.__setattr__(self, "propagation", PROPAGATIONS[0])
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        return grid_sizes(self.resolution, len(self.stages))
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(s.width for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "sampler": self.sampler,
+            "propagation": self.propagation,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Arch:
+        if not isinstance(data, Mapping):
+            raise LglsearchError(f"an arch is a JSON object, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise LglsearchError(f"unknown arch field(s) {sorted(unknown)}; an arch has {sorted(fields)}")
+        if "stages" not in data or not isinstance(data["stages"], list):
+            raise LglsearchError("an arch needs `stages`: a list of stage objects")
+        stages = []
+        for i, stage in enumerate(data["stages"]):
+            if not isinstance(stage, Mapping):
+                raise LglsearchError(f"stages[{i}] must be an object, got {stage!r}")
+            try:
+                stages.append(Stage.from_dict(stage))
+            except LglsearchError as err:
+                raise LglsearchError(f"stages[{i}]: {err}") from None
+        return cls(stages=tuple(stages), **{k: v for k, v in data.items() if k != "stages"})
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LglsearchError(f"malformed arch JSON ({err}); check the quoting and brackets") from None
+        return cls.from_dict(data)
+
+    @property
+    def id(self) -> str:
+        """A stable short id: the first 10 hex digits of the SHA-1 of the canonical JSON."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
+
+    def replace(self, **changes: Any) -> Arch:
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        stages = " | ".join(
+            f"{s.width}x{''.join(KIND_LETTERS[k] for k in s.kinds)} h{s.heads} sr{s.sr} r{s.mlp_ratio:g}"
+            for s in self.stages
+        )
+        extra = (
+            ""
+            if (self.sampler, self.propagation) == (SAMPLERS[0], PROPAGATIONS[0])
+            else (f" [{self.sampler}/{self.propagation}]")
+        )
+        return f"Arch {self.id} @{self.resolution}: {stages}{extra}"
+
+
+def _preset(depths: Sequence[int], widths: Sequence[int], head_dim: int) -> Arch:
+    # The reference (saic-fi/edgevit) runs LocalAgg + sparse SelfAttn with sr 4, 2, 2 in stages
+    # 1-3 and plain SelfAttn (sr = 1, no LocalAgg) in stage 4; mlp ratio 4; heads = width / head_dim.
+    srs = (4, 2, 2, 1)
+    return Arch(
+        stages=tuple(
+            Stage(
+                width=w,
+                heads=w // head_dim,
+                sr=sr,
+                mlp_ratio=4.0,
+                kinds=("lgl" if sr > 1 else "global",) * d,
+            )
+            for d, w, sr in zip(depths, widths, srs, strict=True)
+        )
+    )
+
+
+PRESETS: dict[str, Arch] = {
+    "edgevit_xxs": _preset((1, 1, 3, 2), (36, 72, 144, 288), head_dim=36),
+    "edgevit_xs": _preset((1, 1, 3, 1), (48, 96, 240, 384), head_dim=48),
+    "edgevit_s": _preset((1, 2, 5, 3), (48, 96, 240, 384), head_dim=48),
+}
+"""The published EdgeViT models (Pan et al., ECCV 2022), as the reference code builds them."""
+
+
+def parse_arch(spec: str | Path) -> Arch:
+    """An arch from a preset name, a JSON file or inline JSON."""
+    text = str(spec).strip()
+    if text in PRESETS:
+        return PRESETS[text]
+    if text.startswith("{"):
+        return Arch.from_json(text)
+    path = Path(text)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise LglsearchError(f"arch file {path} does not exist; give a preset, a JSON file or inline JSON")
+        try:
+            return Arch.from_json(path.read_text())
+        except LglsearchError as err:
+            raise LglsearchError(f"{path}: {err}") from None
+    raise LglsearchError(f"unknown arch {text!r}: give a preset ({', '.join(PRESETS)}), a JSON file or inline JSON")
+
+
+# --------------------------------------------------------------------------------------------
+# Space
+
+
+@dataclass(frozen=True)
+class StageChoices:
+    """The choices of one stage of a space; `kinds` are the choices of every block."""
+
+    depth: tuple[int, ...]
+    width: tuple[int, ...]
+    heads: tuple[int, ...]
+    sr: tuple[int, ...]
+    mlp_ratio: tuple[float, ...]
+    kinds: tuple[str, ...]
+
+    def heads_for(self, width: int) -> tuple[int, ...]:
+        return tuple(h for h in self.heads if width % h == 0)
+
+    def count(self) -> tuple[int, int]:
+        """(distinct stages, distinct stages without sparse attention) of these choices."""
+        local_only = 1 if "local" in self.kinds else 0
+        total = no_sparse = 0
+        for depth in self.depth:
+            with_attention = len(self.kinds) ** depth - local_only
+            for width in self.width:
+                heads = len(self.heads_for(width))
+                total += local_only + with_attention * len(self.sr) * heads
+                no_sparse += local_only + with_attention * (1 in self.sr) * heads
+        return total * len(self.mlp_ratio), no_sparse * len(self.mlp_ratio)
+
+
+_SPACE_KEYS = {"name", "description", "resolution", "num_classes", "sampler", "propagation", "stages"}
+_STAGE_KEYS = {f.name for f in dataclasses.fields(StageChoices)}
+
+
+class Space:
+    """A search space: per-stage choices, loaded and validated from YAML."""
+
+    def __init__(
+        self,
+        *,
+        stages: Sequence[StageChoices],
+        resolution: int = 224,
+        num_classes: int = 1000,
+        sampler: Sequence[str] = ("pick",),
+        propagation: Sequence[str] = ("tconv",),
+        name: str = "space",
+        description: str = "",
+        source: str = "<memory>",
+    ) -> None:
+        self.stages = tuple(stages)
+        self.resolution = resolution
+        self.num_classes = num_classes
+        self.sampler = tuple(sampler)
+        self.propagation = tuple(propagation)
+        self.name = name
+        self.description = description
+        self.source = source
+        self._validate()
+
+    # -- loading and validation --------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Space:
+        path = Path(path)
+        if not path.is_file():
+            known = ", ".join(sorted(p.name for p in SPACES_DIR.glob("*.yaml")))
+            raise LglsearchError(f"space file {path} does not exist; the shipped spaces are: {known}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise LglsearchError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<memory>") -> Space:
+        def fail(key: str, problem: str) -> LglsearchError:
+            return LglsearchError(f"{source}: {key}: {problem}")
+
+        if not isinstance(data, dict):
+            raise LglsearchError(f"{source}: a space is a YAML mapping with keys {sorted(_SPACE_KEYS)}")
+        unknown = set(data) - _SPACE_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise fail(key, f"unknown key; a space has {sorted(_SPACE_KEYS)} (check the spelling)")
+        stages_data = data.get("stages")
+        if not isinstance(stages_data, list) or not stages_data:
+            raise fail("stages", "must be a non-empty list of per-stage choices")
+        stages = []
+        for i, stage in enumerate(stages_data):
+            where = f"stages[{i}]"
+            if not isinstance(stage, dict):
+                raise fail(where, f"must be a mapping with keys {sorted(_STAGE_KEYS)}")
+            unknown = set(stage) - _STAGE_KEYS
+            if unknown:
+                raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; a stage has {sorted(_STAGE_KEYS)}")
+            missing = _STAGE_KEYS - set(stage)
+            if missing:
+                raise fail(f"{where}.{sorted(missing)[0]}", "missing; give a list of choices")
+            values = {}
+            for key in sorted(_STAGE_KEYS):
+                kind = str if key == "kinds" else float if key == "mlp_ratio" else int
+                values[key] = _choices(stage[key], kind, lambda p, k=f"{where}.{key}": fail(k, p))
+            stages.append(StageChoices(**values))
+
+        def top(key: str, default: Any, kind: type) -> Any:
+            if key not in data:
+                return default
+            return _choices(data[key], kind, lambda p: fail(key, p))
+
+        resolution = data.get("resolution", 224)
+        num_classes = data.get("num_classes", 1000)
+        for key, value in (("resolution", resolution), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(key, f"must be a positive integer, got {value!r}")
+        return cls(
+            stages=stages,
+            resolution=resolution,
+            num_classes=num_classes,
+            sampler=top("sampler", ("pick",), str),
+            propagation=top("propagation", ("tconv",), str),
+            name=str(data.get("name", Path(source).stem)),
+            description=str(data.get("description", "")),
+            source=source,
+        )
+
+    def _validate(self) -> None:
+        def fail(key: str, problem: str) -> LglsearchError:
+            return LglsearchError(f"{self.source}: {key}: {problem}")
+
+        problem = _check_resolution(self.resolution, len(self.stages))
+        if problem:
+            raise fail("resolution", problem)
+        for key, allowed in (("sampler", SAMPLERS), ("propagation", PROPAGATIONS)):
+            for value in getattr(self, key):
+                if value not in allowed:
+                    raise fail(key, f"unknown choice {value!r}; use some of {', '.join(allowed)}")
+        for i, (stage, grid) in enumerate(zip(self.stages, self.grids, strict=True)):
+            where = f"stages[{i}]"
+            for key in ("depth", "width", "heads", "sr"):
+                bad = [v for v in getattr(stage, key) if v < 1]
+                if bad:
+                    raise fail(f"{where}.{key}", f"choices must be >= 1, got {bad[0]}")
+            bad = [r for r in stage.mlp_ratio if r <= 0]
+            if bad:
+                raise fail(f"{where}.mlp_ratio", f"choices must be > 0, got {bad[0]}")
+            for kind in stage.kinds:
+                if kind not in BLOCK_KINDS:
+                    raise fail(f"{where}.kinds", f"unknown kind {kind!r}; use some of {', '.join(BLOCK_KINDS)}")
+            for sr in stage.sr:
+                if grid % sr:
+                    raise fail(
+                        f"{where}.sr",
+                        f"sampling rate {sr} does not divide the stage's {grid}x{grid} grid at "
+                        f"resolution {self.resolution}; use divisors of {grid}: {_divisors(grid)}",
+                    )
+            for width in stage.width:
+                if not stage.heads_for(width):
+                    raise fail(
+                        f"{where}.width",
+                        f"width {width} is divisible by none of the heads choices {list(stage.heads)}; "
+                        f"add a divisor of {width} to heads or change the width",
+                    )
+            for heads in stage.heads:
+                if not any(w % heads == 0 for w in stage.width):
+                    raise fail(
+                        f"{where}.heads",
+                        f"{heads} heads divide none of the widths {list(stage.width)}; remove it "
+                        "or add a width it divides",
+                    )
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        return grid_sizes(self.resolution, len(self.stages))
+
+    def check(self, arch: Arch) -> str | None:
+        """Why `arch` is outside this space, or None when the space contains it."""
+        if len(arch.stages) != len(self.stages):
+            return f"the arch has {len(arch.stages)} stages, the space {len(self.stages)}"
+        if arch.resolution != self.resolution:
+            return f"resolution {arch.resolution} is not the space's {self.resolution}"
+        if arch.num_classes != self.num_classes:
+            return f"num_classes {arch.num_classes} is not the space's {self.num_classes}"
+        sparse = any(s.has_sparse_attention for s in arch.stages)
+        if sparse and arch.sampler not in self.sampler:
+            return f"sampler {arch.sampler!r} is not among {list(self.sampler)}"
+        if sparse and arch.propagation not in self.propagation:
+            return f"propagation {arch.propagation!r} is not among {list(self.propagation)}"
+        for i, (stage, choices) in enumerate(zip(arch.stages, self.stages, strict=True)):
+            values = {"depth": stage.depth, "width": stage.width, "mlp_ratio": stage.mlp_ratio}
+            if stage.has_attention:
+                values |= {"heads": stage.heads, "sr": stage.sr}
+            for key, value in values.items():
+                if value not in getattr(choices, key):
+                    return f"stage {i + 1}: {key} {value} is not among {list(getattr(choices, key))}"
+            for kind in stage.kinds:
+                if kind not in choices.kinds:
+                    return f"stage {i + 1}: block kind {kind!r} is not among {list(choices.kinds)}"
+        return None
+
+    def contains(self, arch: Arch) -> bool:
+        return self.check(arch) is None
+
+    def __contains__(self, arch: object) -> bool:
+        return isinstance(arch, Arch) and self.contains(arch)
+
+    def validate(self, arch: Arch) -> Arch:
+        """Return `arch` if the space contains it, else raise naming the field and the fix."""
+        problem = self.check(arch)
+        if problem:
+            raise LglsearchError(
+                f"arch {arch.id} is outside the space {self.source}: {problem}; "
+                "pick an arch of this space or pass the space it belongs to (--space FILE)"
+            )
+        return arch
+
+    def size(self) -> int:
+        """The exact number of distinct (canonical) archs of the space."""
+        totals, no_sparse = zip(*(s.count() for s in self.stages), strict=True)
+        all_nets, nets_without_sparse = math.prod(totals), math.prod(no_sparse)
+        # sampler and propagation matter only to nets with sparse attention
+        switches = len(self.sampler) * len(self.propagation)
+        return nets_without_sparse + switches * (all_nets - nets_without_sparse)
+
+    def _make(self, pick: Any) -> Arch:
+        """Build an arch from a chooser `pick(name, choices) -> value` (sampling or Optuna)."""
+        stages = []
+        for i, choices in enumerate(self.stages, start=1):
+            depth = pick(f"s{i}.depth", choices.depth)
+            width = pick(f"s{i}.width", choices.width)
+            mlp_ratio = pick(f"s{i}.mlp_ratio", choices.mlp_ratio)
+            kinds = tuple(pick(f"s{i}.b{j}.kind", choices.kinds) for j in range(1, depth + 1))
+            heads, sr = 1, 1
+            if any(k != "local" for k in kinds):
+                # which heads divide depends on the width: one parameter per width keeps
+                # every Optuna distribution static
+                heads = pick(f"s{i}.heads.w{width}", choices.heads_for(width))
+                sr = pick(f"s{i}.sr", choices.sr)
+            stages.append(Stage(width=width, heads=heads, sr=sr, mlp_ratio=mlp_ratio, kinds=kinds))
+        sampler, propagation = self.sampler[0], self.propagation[0]
+        if any(s.has_sparse_attention for s in stages):
+            sampler = pick("sampler", self.sampler)
+            propagation = pick("propagation", self.propagation)
+        return Arch(
+            stages=tuple(stages),
+            resolution=self.resolution,
+            num_classes=self.num_classes,
+            sampler=sampler,
+            propagation=propagation,
+        )
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """One arch, each choice drawn uniformly and independently with `rng`."""
+        return self._make(lambda _name, choices: choices[int(rng.integers(len(choices)))])
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Arch:
+        """One arch drawn through an Optuna trial (one categorical parameter per choice)."""
+        return self._make(lambda name, choices: trial.suggest_categorical(name, list(choices)))
+
+    def largest(self) -> Arch:
+        """Every choice at its maximum, every block `lgl` when allowed (the supernet's shape)."""
+        return self._extreme(max, "lgl")
+
+    def smallest(self) -> Arch:
+        """Every choice at its minimum, every block `local` when allowed."""
+        return self._extreme(min, "local")
+
+    def _extreme(self, choose: Any, kind: str) -> Arch:
+        def pick(name: str, choices: Sequence[Any]) -> Any:
+            if name.endswith(".kind"):
+                return kind if kind in choices else choices[0]
+            return choose(choices)
+
+        return self._make(pick)
+
+    def with_resolution(self, resolution: int) -> Space:
+        """The same choices at another input resolution (validated again)."""
+        return Space(
+            stages=self.stages,
+            resolution=resolution,
+            num_classes=self.num_classes,
+            sampler=self.sampler,
+            propagation=self.propagation,
+            name=self.name,
+            description=self.description,
+            source=f"{self.source} @{resolution}",
+        )
+
+    def __repr__(self) -> str:
+        return f"Space({self.name!r}, {len(self.stages)} stages, {self.size():,} archs, @{self.resolution})"
+
+
+def _choices(value: Any, kind: type, fail: Any) -> tuple[Any, ...]:
+    """A non-empty, duplicate-free tuple of `kind` values from a YAML scalar or list."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise fail("empty list of choices; give at least one value")
+    out = []
+    for v in values:
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise fail(f"choice {v!r} is not of type {kind.__name__}")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise fail(f"duplicate choices in {values}; list each value once")
+    return tuple(out)
+
+
+def default_space_path() -> Path:
+    return SPACES_DIR / "edgevit.yaml"
+
+
+def load_space(path: str | Path | None = None) -> Space:
+    """A space from a YAML file; the shipped name (`tiny`) or None for the default."""
+    if path is None:
+        return Space.from_yaml(default_space_path())
+    candidate = Path(path)
+    if not candidate.exists() and (SPACES_DIR / f"{path}.yaml").is_file():
+        candidate = SPACES_DIR / f"{path}.yaml"
+    return Space.from_yaml(candidate)

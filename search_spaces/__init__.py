@@ -1,0 +1,1 @@
+"""The shipped search spaces (YAML); installed as `lglsearch.search_spaces`."""
