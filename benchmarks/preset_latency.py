@@ -78,13 +78,14 @@ def main() -> None:
                 "macs_g": c.macs_g,
             }
         )
-    print(f"\nonnxruntime {onnxruntime.__version__}, {cpu_name()}, "
-          f"batch 1, 224x224, fp32, opset 17\n")
+    print(f"\nonnxruntime {onnxruntime.__version__}, {cpu_name()}, batch 1, 224x224, fp32, opset 17\n")
     print("| preset | threads | runs | median ms | p10 ms | p90 ms | params M | GMACs |")
     print("|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["threads"], r["macs_g"])):
-        print(f"| {r['preset']} | {r['threads']} | {r['runs']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | "
-              f"{r['p90_ms']:.2f} | {r['params_m']:.2f} | {r['macs_g']:.3f} |")
+        print(
+            f"| {r['preset']} | {r['threads']} | {r['runs']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | "
+            f"{r['p90_ms']:.2f} | {r['params_m']:.2f} | {r['macs_g']:.3f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -23,7 +23,20 @@ def _space(path: str | None):  # -> Space
     return load_space(path)
 
 
+def _table(device: str, keys: list[str] | None = None, space_name: str | None = None):  # -> CostTable
+    """A device's table; the host table measures the keys it lacks first (built on first use)."""
+    from lglsearch.cost.build import load_or_build_host
+    from lglsearch.cost.table import HOST, CostTable
+
+    if device == HOST:
+        return load_or_build_host(keys or [], space_name=space_name)
+    return CostTable.load(device)
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    import math
+
+    from lglsearch.cost.ops import arch_ops
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
 
@@ -36,14 +49,133 @@ def cmd_predict(args: argparse.Namespace) -> None:
         "params_m": round(counts.params_m, 6),
         "macs_g": round(counts.macs_g, 6),
         "resolution": arch.resolution,
-        "arch": arch.to_dict(),
     }
+    if args.device:
+        table = _table(args.device, arch_ops(arch))
+        latency, energy = table.cost(arch)
+        result |= {"device": table.device, "latency_ms": round(latency, 4)}
+        if not math.isnan(energy):
+            result["energy_mj"] = round(energy, 4)
+    result["arch"] = arch.to_dict()
     if args.json:
         print(json.dumps(result))
         return
     print(arch)
     print(f"params   {counts.params:,} ({counts.params_m:.3f} M)")
     print(f"MACs     {counts.macs:,} ({counts.macs_g:.3f} G, conv + matmul, batch 1)")
+    if args.device:
+        print(
+            f"latency  {result['latency_ms']:.3f} ms on {table.device} ({table.meta.get('method', '?')}, "
+            f"{table.meta.get('runtime', '?')} {table.meta.get('threads', '?')} thread(s))"
+        )
+        if "energy_mj" in result:
+            print(f"energy   {result['energy_mj']:.3f} mJ ({table.meta.get('energy_method', 'modelled')})")
+
+
+def cmd_lut_build(args: argparse.Namespace) -> None:
+    from lglsearch.cost.build import build_table
+    from lglsearch.cost.ops import space_ops
+    from lglsearch.cost.runner import OrtRunner
+    from lglsearch.cost.table import table_path
+
+    space = _space(args.space)
+    keys = space_ops(space)
+    runner = OrtRunner(threads=args.threads, runs=args.runs, rounds=args.rounds)
+    report = build_table(args.device, keys, runner=runner, space_name=space.name)
+    table = report.table
+    print(
+        f"{table.device}: {len(keys)} op keys in space {space.name}, {report.measured} measured now "
+        f"in {report.seconds:.0f} s, {len(keys) - report.measured} already there"
+    )
+    print(
+        f"table {table_path(table.device)}: {len(table)} entries, {table.meta['threads']} thread(s), "
+        f"fixed cost per run {table.overhead_ms * 1e3:.1f} us"
+    )
+
+
+def cmd_lut_validate(args: argparse.Namespace) -> None:
+    from lglsearch.cost.ops import arch_ops
+    from lglsearch.cost.runner import OrtRunner
+    from lglsearch.cost.table import HOST
+    from lglsearch.cost.validate import sample_archs, validate
+
+    if args.device != HOST:
+        from lglsearch.errors import LglsearchError
+
+        raise LglsearchError(
+            f"only the host table can be validated here (whole models run on this machine), "
+            f"not {args.device!r}; use --device host"
+        )
+    space = _space(args.space)
+    keys = sorted({k for _, a in sample_archs(space, args.archs, args.seed) for k in arch_ops(a)})
+    table = _table(HOST, keys, space.name)
+    runner = OrtRunner(threads=int(table.meta["threads"]), runs=args.runs, rounds=args.rounds)
+    result = validate(table, space, args.archs, seed=args.seed, runner=runner, progress=not args.json)
+    table.meta.setdefault("validation", {})[space.name] = result.summary
+    table.save()
+    if args.json:
+        print(json.dumps(result.summary))
+        return
+    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    s = result.summary
+    print(
+        f"\n{s['n']} archs of {space.name}, {s['threads']} thread(s): {100 * s['within_10pct']:.0f}% within "
+        f"+-10%, {100 * s['within_5pct']:.0f}% within +-5%, MAPE {100 * s['mape']:.1f}%, "
+        f"mean error {100 * s['mean_error']:+.1f}%, Spearman {s['spearman']:.3f}"
+    )
+
+
+def cmd_devices(args: argparse.Namespace) -> None:
+    from lglsearch.cost.table import HOST, CostTable, known_devices, table_path
+
+    rows = []
+    for device in known_devices():
+        path = table_path(device)
+        if device == HOST and not path.with_suffix(".json").is_file():
+            rows.append(
+                {
+                    "device": HOST,
+                    "entries": 0,
+                    "method": "measured",
+                    "description": "this machine (not built yet: `lglsearch lut build --device host`)",
+                }
+            )
+            continue
+        meta = CostTable.load(path).meta
+        rows.append(
+            {
+                k: meta.get(k)
+                for k in (
+                    "device",
+                    "entries",
+                    "method",
+                    "description",
+                    "runtime",
+                    "runtime_version",
+                    "threads",
+                    "precision",
+                    "source",
+                    "date",
+                    "validation",
+                )
+            }
+            | {"path": str(path)}
+        )
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for row in rows:
+        print(f"{row['device']:<16}{row['entries']:>6} ops  {row['method']:<9}{row['description']}")
+        if row.get("runtime"):
+            print(
+                f"{'':<16}{row['runtime']} {row.get('runtime_version', '')}, {row.get('threads')} thread(s), "
+                f"{row.get('precision')}; {row.get('source')}, {row.get('date')}"
+            )
+        for space, v in (row.get("validation") or {}).items():
+            print(
+                f"{'':<16}validated on {v['n']} archs of {space}: {100 * v['within_10pct']:.0f}% within +-10%, "
+                f"MAPE {100 * v['mape']:.1f}%, Spearman {v['spearman']:.3f}"
+            )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -122,8 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="parameters and MACs of an arch")
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
     p.add_argument("--space", metavar="FILE", help="check that the arch belongs to this space")
+    p.add_argument("--device", metavar="D", help="also predict latency (and energy) from this device's table")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("devices", help="list the latency tables with their provenance and validation")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_devices)
+
+    lut = sub.add_parser("lut", help="build and validate per-op latency tables")
+    lut_sub = lut.add_subparsers(dest="lut_command", required=True, metavar="LUT_COMMAND")
+    p = lut_sub.add_parser("build", help="measure every op key of a space on this machine (resumable)")
+    p.add_argument("--device", default="host", help="the table to build (this machine: host)")
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--runs", type=int, default=60, help="timed runs per op (default 60)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.set_defaults(func=cmd_lut_build)
+    p = lut_sub.add_parser("validate", help="predicted vs measured whole-model latency of sampled archs")
+    p.add_argument("--device", default="host", help="the table to validate (host)")
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument("--archs", type=int, default=50, metavar="N", help="sampled archs (the presets are added)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=int, default=60, help="timed runs per model (default 60)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--json", action="store_true", help="print one JSON object of the summary")
+    p.set_defaults(func=cmd_lut_validate)
 
     p = sub.add_parser("export", help="export an arch's model to ONNX and check it in onnxruntime")
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
@@ -154,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except LglsearchError as err:
-        print(f"lglsearch {args.command}: error: {err}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "lut_command", None))))
+        print(f"lglsearch {command}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

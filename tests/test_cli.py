@@ -87,3 +87,38 @@ def test_console_script_is_installed():
     assert exe, "the lglsearch console script is not on PATH: install the package"
     proc = subprocess.run([exe, "predict", "--arch", "nope"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown arch 'nope'" in proc.stderr
+
+
+def test_lut_build_predict_validate_devices(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "lut", "build", "--device", "host", "--space", "tiny", "--runs", "4", "--rounds", "1")
+    assert code == 0, err
+    assert "38 op keys in space tiny, 38 measured now" in out
+    code, out, _ = run(capsys, "lut", "build", "--space", "tiny", "--runs", "4", "--rounds", "1")
+    assert "0 measured now" in out  # resumes: nothing left to measure
+
+    from lglsearch.space import load_space
+
+    arch = load_space("tiny").largest()
+    code, out, _ = run(capsys, "predict", "--device", "host", "--arch", arch.to_json(), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["device"] == "host" and data["latency_ms"] > 0 and "energy_mj" not in data
+
+    code, out, err = run(
+        capsys, "lut", "validate", "--space", "tiny", "--archs", "3", "--runs", "4", "--rounds", "1", "--json"
+    )
+    summary = json.loads(out)
+    assert code == 0, err
+    assert summary["n"] == 3 and 0 <= summary["within_10pct"] <= 1 and summary["mape"] >= 0
+
+    code, out, _ = run(capsys, "devices", "--json")
+    host = next(d for d in json.loads(out) if d["device"] == "host")
+    assert host["entries"] == 38 and host["method"] == "measured" and host["validation"]["tiny"]["n"] == 3
+
+
+def test_unknown_device_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "predict", "--arch", "edgevit_xxs", "--device", "iphone")
+    assert code == 2 and "unknown device 'iphone'; known devices: host" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "lut", "build", "--device", "iphone", "--space", "tiny")
+    assert code == 2 and err.startswith("lglsearch lut build: error: this machine can only measure the `host` table")

@@ -1,0 +1,138 @@
+"""Building a device's table by measuring its op keys, resumably.
+
+Missing keys are timed in chunks; after each chunk the table is saved (atomically), so an
+interrupted build resumes where it stopped and never re-measures a finished key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from lglsearch.cost.ops import op_input_shape, op_module
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import HOST, CostTable, table_path
+from lglsearch.errors import LglsearchError
+
+__all__ = ["BuildReport", "build_table", "cpu_name", "host_meta", "load_or_build_host"]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_meta(runner: OrtRunner) -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "description": f"this machine: {cpu_name()}, {os.cpu_count()} logical cores, {platform.system()}",
+        "runtime": "onnxruntime",
+        "runtime_version": onnxruntime.__version__,
+        "threads": runner.threads,
+        "precision": "fp32",
+        "method": "measured",
+        "source": f"lglsearch lut build on {socket.gethostname()}",
+        "timing": {
+            "statistic": "median",
+            "warmup": runner.warmup,
+            "runs": runner.runs,
+            "rounds": runner.rounds,
+            "interleaved": True,
+            "batch": 1,
+        },
+        "spaces": [],
+    }
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    table: CostTable
+    measured: int
+    seconds: float
+
+
+def build_table(
+    device: str,
+    keys: Sequence[str],
+    *,
+    runner: OrtRunner,
+    space_name: str | None = None,
+    chunk: int = 24,
+    progress: bool = True,
+) -> BuildReport:
+    """Measure every key of `keys` the device's table lacks; save after each chunk."""
+    if device != HOST:
+        raise LglsearchError(
+            f"this machine can only measure the `host` table, not {device!r}; phone tables are derived or "
+            "imported (see `lglsearch lut --help`)"
+        )
+    path = table_path(device)
+    table = CostTable.load(path) if path.with_suffix(".json").is_file() else CostTable.empty(device, host_meta(runner))
+    if table.meta.get("threads") != runner.threads:
+        raise LglsearchError(
+            f"the {device} table at {path} was measured with {table.meta.get('threads')} thread(s), not "
+            f"{runner.threads}; use --threads {table.meta.get('threads')} or delete the table to start over"
+        )
+    if space_name and space_name not in table.meta.get("spaces", []):
+        table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
+    missing = table.missing(keys)
+    start = time.perf_counter()
+    if missing:
+        null = runner.overhead()
+        table.meta["overhead_ms"] = round(null.median_ms, 6)
+        table.meta["overhead_note"] = (
+            f"fixed cost of one onnxruntime run (null graph, median of {null.runs} runs, p10-p90 "
+            f"{null.p10_ms:.4f}-{null.p90_ms:.4f} ms), subtracted once per op beyond the first"
+        )
+    bar = tqdm(total=len(missing), desc=f"lut build {device}", unit="op", disable=not progress, file=sys.stderr)
+    for i in range(0, len(missing), chunk):
+        batch = missing[i : i + chunk]
+        timings = runner.time({k: (op_module(k), op_input_shape(k)) for k in batch})
+        rows = pd.DataFrame(
+            {
+                "latency_ms": [timings[k].median_ms for k in batch],
+                "latency_p10_ms": [timings[k].p10_ms for k in batch],
+                "latency_p90_ms": [timings[k].p90_ms for k in batch],
+                "runs": [timings[k].runs for k in batch],
+            },
+            index=pd.Index(batch, name="key"),
+        )
+        table = table.with_rows(rows)
+        table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        table.save(path)
+        bar.update(len(batch))
+    bar.close()
+    if not missing and space_name and path.with_suffix(".json").is_file():
+        table.save(path)  # records the space even when nothing was missing
+    return BuildReport(table, len(missing), time.perf_counter() - start)
+
+
+def load_or_build_host(
+    keys: Sequence[str], *, runner: OrtRunner | None = None, space_name: str | None = None
+) -> CostTable:
+    """The host table with every key of `keys`, measuring the missing ones first (first use)."""
+    path = table_path(HOST)
+    table = CostTable.load(path) if path.with_suffix(".json").is_file() else None
+    if table is not None and not table.missing(keys):
+        return table
+    runner = runner or OrtRunner(threads=table.meta["threads"] if table else 1)
+    todo = len(table.missing(keys)) if table else len(set(keys))
+    print(f"lglsearch: measuring {todo} op(s) missing from the host table ({path})", file=sys.stderr)
+    return build_table(HOST, keys, runner=runner, space_name=space_name).table

@@ -1,0 +1,154 @@
+"""The operator keys an `Arch` decomposes into, and the standalone module of each key.
+
+A key is one part of the network at one input shape, written as text that names every
+dimension that changes its cost, e.g. ``self_attn:c=144,h=4,sr=2,r=4,hw=14,s=pick,p=tconv``.
+The parts are the LGL block's: the patch embedding of a stage (``embed``), LocalAgg
+(``local_agg``), SelfAttn with its positional conv, global sparse attention (sampling and
+propagation included) and MLP (``self_attn``), and the classifier (``head``). A network's
+latency is the sum of its keys' latencies; `op_module(key)` rebuilds the key's module from the
+same blocks `build_model` uses, so what is timed is what runs.
+
+Why whole LocalAgg / SelfAttn rather than finer parts: each timed op pays a fixed dispatch cost
+that the whole network pays once, so finer keys add error, while coarser keys (whole stages)
+multiply the number of keys beyond what can be measured. The validation figures in
+benchmarks/RESULTS.md are the judge of this choice.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from lglsearch.errors import LglsearchError
+from lglsearch.nn.blocks import LocalAgg, PatchEmbed, SelfAttn
+from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space, Stage
+
+__all__ = ["OP_KINDS", "arch_ops", "head_key", "op_input_shape", "op_module", "parse_key", "space_ops", "stage_ops"]
+
+OP_KINDS = ("embed", "local_agg", "self_attn", "head")
+
+
+def _key(kind: str, **dims: object) -> str:
+    return f"{kind}:" + ",".join(f"{k}={v}" for k, v in dims.items())
+
+
+def parse_key(key: str) -> tuple[str, dict[str, str]]:
+    """(kind, dims) of a key; a malformed key is an error naming it."""
+    kind, _, rest = key.partition(":")
+    if kind not in OP_KINDS or not rest:
+        raise LglsearchError(f"malformed op key {key!r}; keys look like 'local_agg:c=36,r=4,hw=56'")
+    try:
+        dims = dict(item.split("=", 1) for item in rest.split(","))
+    except ValueError:
+        raise LglsearchError(f"malformed op key {key!r}; dimensions are name=value pairs") from None
+    return kind, dims
+
+
+def _ratio(r: float) -> str:
+    return f"{r:g}"
+
+
+@lru_cache(maxsize=65536)
+def stage_ops(stage: Stage, index: int, in_chans: int, grid: int, sampler: str, propagation: str) -> tuple[str, ...]:
+    """The keys of one stage (cached: a search prices many archs that share stages)."""
+    patch = PATCH_STRIDES_FIRST if index == 0 else PATCH_STRIDE_LATER
+    keys = [_key("embed", cin=in_chans, c=stage.width, k=patch, hw=grid * patch)]
+    local = _key("local_agg", c=stage.width, r=_ratio(stage.mlp_ratio), hw=grid)
+    attn_dims = dict(c=stage.width, h=stage.heads, sr=stage.sr, r=_ratio(stage.mlp_ratio), hw=grid)
+    if stage.sr > 1:
+        attn_dims |= dict(s=sampler, p=propagation)
+    attn = _key("self_attn", **attn_dims)
+    for kind in stage.kinds:
+        if kind in ("lgl", "local"):
+            keys.append(local)
+        if kind in ("lgl", "global"):
+            keys.append(attn)
+    return tuple(keys)
+
+
+def arch_ops(arch: Arch, in_chans: int = 3) -> list[str]:
+    """The op keys of `arch`, in execution order (a key repeats once per use)."""
+    keys: list[str] = []
+    chans = in_chans
+    for i, (stage, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
+        keys.extend(stage_ops(stage, i, chans, grid, arch.sampler, arch.propagation))
+        chans = stage.width
+    keys.append(head_key(arch))
+    return keys
+
+
+def head_key(arch: Arch) -> str:
+    return _key("head", c=arch.stages[-1].width, n=arch.num_classes, hw=arch.grids[-1])
+
+
+def space_ops(space: Space, in_chans: int = 3) -> list[str]:
+    """Every distinct op key any arch of `space` can use, sorted.
+
+    Enumerated per stage from the choices (not by sampling), so the list is complete.
+    """
+    keys: set[str] = set()
+    ins = [in_chans]
+    for i, (choices, grid) in enumerate(zip(space.stages, space.grids, strict=True)):
+        patch = PATCH_STRIDES_FIRST if i == 0 else PATCH_STRIDE_LATER
+        for width in choices.width:
+            keys.update(_key("embed", cin=c, c=width, k=patch, hw=grid * patch) for c in ins)
+            for r in choices.mlp_ratio:
+                if "local" in choices.kinds or "lgl" in choices.kinds:
+                    keys.add(_key("local_agg", c=width, r=_ratio(r), hw=grid))
+                if "global" in choices.kinds or "lgl" in choices.kinds:
+                    for heads in choices.heads_for(width):
+                        for sr in choices.sr:
+                            dims = dict(c=width, h=heads, sr=sr, r=_ratio(r), hw=grid)
+                            if sr == 1:
+                                keys.add(_key("self_attn", **dims))
+                                continue
+                            for s in space.sampler:
+                                for p in space.propagation:
+                                    keys.add(_key("self_attn", **dims, s=s, p=p))
+        ins = list(choices.width)
+    keys.update(_key("head", c=w, n=space.num_classes, hw=space.grids[-1]) for w in ins)
+    return sorted(keys)
+
+
+class _Head(nn.Module):
+    """BatchNorm, global average pool, Linear: the classifier as EdgeViT runs it."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x).mean(dim=(2, 3)))
+
+
+def op_module(key: str) -> nn.Module:
+    """The standalone module of a key, built from the same blocks as the models."""
+    kind, d = parse_key(key)
+    try:
+        if kind == "embed":
+            return PatchEmbed(int(d["cin"]), int(d["c"]), int(d["k"]))
+        if kind == "local_agg":
+            return LocalAgg(int(d["c"]), float(d["r"]))
+        if kind == "self_attn":
+            return SelfAttn(
+                int(d["c"]),
+                int(d["h"]),
+                float(d["r"]),
+                int(d["sr"]),
+                d.get("s", "pick"),
+                d.get("p", "tconv"),
+            )
+        return _Head(int(d["c"]), int(d["n"]))
+    except (KeyError, ValueError) as err:
+        raise LglsearchError(f"op key {key!r} lacks or garbles a dimension ({err})") from None
+
+
+def op_input_shape(key: str) -> tuple[int, int, int, int]:
+    """The (1, C, H, W) input of a key's module."""
+    kind, d = parse_key(key)
+    chans = int(d["cin"]) if kind == "embed" else int(d["c"])
+    hw = int(d["hw"])
+    return (1, chans, hw, hw)

@@ -1,0 +1,111 @@
+"""Timing modules in onnxruntime on this machine, robust to a shared, noisy CPU.
+
+Each module is exported to ONNX and run in its own session with fixed threads (see
+`lglsearch.export.ort_session`). The timed runs of a batch of modules are interleaved: every
+round visits all modules in a fresh random order and times a few runs of each, so a burst of
+load from elsewhere lands on many modules a little instead of on one module a lot. A module's
+latency is the median of its runs; the 10th and 90th percentiles are kept as its spread.
+
+Runs use IOBinding with preallocated outputs, which removes most of the Python-side cost of a
+run. What remains (the runtime's fixed cost per run, about 8 us here) is paid once per op when
+ops are timed alone but once per network when the network runs: `overhead()` measures it on a
+null graph so that a table can subtract it (see `CostTable.cost`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from lglsearch.export import export_onnx, ort_session
+
+__all__ = ["OrtRunner", "Timing"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+
+class _Null(nn.Module):
+    """The smallest graph with one real node: what every run costs beyond its compute."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1, :1, :1] * 2.0
+
+
+def _bound_run(session: ort.InferenceSession, example: np.ndarray) -> Callable[[], None]:
+    """A zero-argument run of `session` on `example` with inputs and outputs bound once."""
+    out = session.run(None, {session.get_inputs()[0].name: example})[0]
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, example)
+    binding.bind_ortvalue_output(session.get_outputs()[0].name, ort.OrtValue.ortvalue_from_numpy(np.empty_like(out)))
+    return lambda: session.run_with_iobinding(binding)
+
+
+@dataclass(frozen=True)
+class OrtRunner:
+    """Times modules at batch 1 in onnxruntime (fp32, CPU, `threads` intra-op threads)."""
+
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 60
+    rounds: int = 6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "runs", "rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+
+    def time(
+        self,
+        modules: Mapping[str, tuple[nn.Module, tuple[int, ...]]],
+        on_exported: Callable[[str], None] | None = None,
+    ) -> dict[str, Timing]:
+        """Median latency of each `name -> (module, input shape)`, timed interleaved."""
+        rng = np.random.default_rng(self.seed)
+        runs, samples = {}, {}
+        with tempfile.TemporaryDirectory(prefix="lglsearch-ort-") as tmp:
+            for i, (name, (module, shape)) in enumerate(modules.items()):
+                example = torch.randn(shape, generator=torch.Generator().manual_seed(i))
+                path = export_onnx(module.eval(), example, Path(tmp) / f"op{i}.onnx")
+                runs[name] = _bound_run(ort_session(path, threads=self.threads), example.numpy())
+                for _ in range(self.warmup):
+                    runs[name]()
+                samples[name] = []
+                if on_exported:
+                    on_exported(name)
+            names = list(runs)
+            per_round = -(-self.runs // self.rounds)
+            for _ in range(self.rounds):
+                for j in rng.permutation(len(names)):
+                    run, out = runs[names[j]], samples[names[j]]
+                    run()  # one untimed run: caches warm again after the previous module
+                    for _ in range(per_round):
+                        start = time.perf_counter()
+                        run()
+                        out.append(time.perf_counter() - start)
+        result = {}
+        for name, values in samples.items():
+            ms = np.asarray(values) * 1e3
+            result[name] = Timing(
+                float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)), len(ms)
+            )
+        return result
+
+    def overhead(self) -> Timing:
+        """The fixed cost of one run: a null graph timed like an op (many runs: it is tiny)."""
+        runner = OrtRunner(threads=self.threads, warmup=50, runs=2000, rounds=4, seed=self.seed)
+        return runner.time({"null": (_Null(), (1, 8, 8, 8))})["null"]

@@ -1,0 +1,234 @@
+"""`CostTable`: one device's per-op latency (and energy), with its provenance.
+
+On disk a table is ``<device>.csv`` (one row per op key) with ``<device>.json`` beside it (the
+device, runtime, threads, precision, method, source, date, validation figures and the number of
+rows). Tables shipped with the project live in ``latency_tables/``; tables built on this machine
+(``host``) or imported by a user live in the user cache directory (``$LGLSEARCH_CACHE``, else
+``$XDG_CACHE_HOME/lglsearch``, else ``~/.cache/lglsearch``). Both files are written atomically
+and a table that disagrees with its metadata is refused, so a half-written table is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lglsearch.cost.ops import head_key, stage_ops
+from lglsearch.errors import LglsearchError
+from lglsearch.space import Arch
+
+__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path"]
+
+REQUIRED = ("latency_ms",)
+OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
+HOST = "host"
+
+
+def shipped_dir() -> Path:
+    return Path(str(importlib.resources.files("lglsearch.latency_tables")))
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LGLSEARCH_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "lglsearch"
+
+
+def _user_tables() -> Path:
+    return cache_dir() / "latency_tables"
+
+
+def known_devices() -> list[str]:
+    names = {p.stem for d in (shipped_dir(), _user_tables()) if d.is_dir() for p in d.glob("*.json")}
+    return sorted(names | {HOST})
+
+
+def table_path(device: str) -> Path:
+    """Where `device`'s CSV lives: the user cache for `host` and user tables, else the shipped dir."""
+    if device == HOST or (_user_tables() / f"{device}.json").is_file():
+        return _user_tables() / f"{device}.csv"
+    shipped = shipped_dir() / f"{device}.csv"
+    if shipped.with_suffix(".json").is_file():
+        return shipped
+    raise LglsearchError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _keys_digest(keys: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+
+
+class CostTable:
+    """Per-op costs of one device: `frame` indexed by op key, `meta` its provenance."""
+
+    def __init__(self, device: str, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+        self.device = device
+        self.frame = frame
+        self.meta = meta
+        self._latency: dict[str, float] = frame["latency_ms"].to_dict()
+        self._energy: dict[str, float] | None = (
+            frame["energy_mj"].to_dict() if "energy_mj" in frame and frame["energy_mj"].notna().all() else None
+        )
+        self._stage_cache: dict[tuple, tuple[float, float, int]] = {}
+
+    # -- construction and storage ------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, device: str, meta: dict[str, Any]) -> CostTable:
+        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED + OPTIONAL[:3]})
+        frame.index.name = "key"
+        return cls(device, frame, dict(meta))
+
+    def with_rows(self, rows: pd.DataFrame) -> CostTable:
+        """A new table with `rows` (indexed by key) added or replaced."""
+        frame = pd.concat([self.frame.drop(index=rows.index, errors="ignore"), rows]).sort_index()
+        frame.index.name = "key"
+        return CostTable(self.device, frame, self.meta)
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the CSV then its JSON, each atomically; the JSON's row count seals the pair."""
+        path = Path(path) if path else table_path(self.device)
+        meta = dict(
+            self.meta,
+            device=self.device,
+            entries=len(self.frame),
+            keys_sha1=_keys_digest(self.frame.index),
+            columns=list(self.frame.columns),
+        )
+        _atomic_write(path, self.frame.to_csv(float_format="%.6g"))
+        _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        self.meta = meta
+        return path
+
+    @classmethod
+    def load(cls, device_or_path: str | Path) -> CostTable:
+        """A device's table by name (`host`, `snapdragon888`, ...) or by the path of its CSV."""
+        text = str(device_or_path)
+        path = Path(text) if text.endswith(".csv") else table_path(text)
+        device = path.stem
+        rebuild = f"rebuild it with `lglsearch lut build --device {device}`"
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            if device == HOST:
+                raise LglsearchError(f"no host table yet at {path}; build it with `lglsearch lut build --device host`")
+            raise LglsearchError(f"table {path} or its metadata {meta_path.name} is missing; {rebuild}")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise LglsearchError(f"metadata {meta_path} is not valid JSON ({err}); {rebuild}") from None
+        try:
+            frame = pd.read_csv(path, index_col="key")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise LglsearchError(f"table {path} is corrupt ({reason}); {rebuild}") from None
+        for column in REQUIRED:
+            if column not in frame:
+                raise LglsearchError(f"table {path} has no `{column}` column; {rebuild}")
+        numeric = frame.apply(pd.to_numeric, errors="coerce")
+        bad = numeric[REQUIRED[0]].isna() | (numeric[REQUIRED[0]] <= 0)
+        if bad.any():
+            raise LglsearchError(
+                f"table {path} is corrupt: row {frame.index[bad.to_numpy()][0]!r} has no positive latency_ms "
+                f"(truncated or edited?); {rebuild}"
+            )
+        if frame.index.has_duplicates:
+            raise LglsearchError(
+                f"table {path} lists op key {frame.index[frame.index.duplicated()][0]!r} twice; {rebuild}"
+            )
+        if meta.get("device", device) != device:
+            raise LglsearchError(
+                f"metadata {meta_path} is for device {meta.get('device')!r}, not {device!r}; {rebuild}"
+            )
+        if meta.get("entries") != len(frame) or meta.get("keys_sha1") != _keys_digest(frame.index):
+            raise LglsearchError(
+                f"table {path} has {len(frame)} rows but its metadata describes {meta.get('entries')} other "
+                f"or different rows (interrupted write or hand edit?); {rebuild}"
+            )
+        return cls(device, numeric, meta)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._latency
+
+    @property
+    def has_energy(self) -> bool:
+        return self._energy is not None
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return sorted({k for k in keys if k not in self._latency})
+
+    def _missing_error(self, key: str) -> LglsearchError:
+        space = ", ".join(self.meta.get("spaces", [])) or "another space"
+        return LglsearchError(
+            f"op key {key!r} is missing from the {self.device} table (built for {space}); add it with "
+            f"`lglsearch lut build --device {self.device} --space FILE`"
+        )
+
+    def op_latency(self, key: str) -> float:
+        try:
+            return self._latency[key]
+        except KeyError:
+            raise self._missing_error(key) from None
+
+    def _sum(self, keys: Sequence[str]) -> tuple[float, float, int]:
+        try:
+            latency = sum(self._latency[k] for k in keys)
+            energy = sum(self._energy[k] for k in keys) if self._energy is not None else float("nan")
+        except KeyError as err:
+            raise self._missing_error(err.args[0]) from None
+        return latency, energy, len(keys)
+
+    def cost(self, arch: Arch) -> tuple[float, float]:
+        """(latency_ms, energy_mj) of `arch` (energy NaN when the table has none).
+
+        The sum of its ops' latencies, less the runtime's fixed cost per run (`overhead_ms` in
+        the metadata) for every op but one: timed alone each op paid it, the network pays it once.
+        """
+        chans, latency, energy, n_ops = 3, 0.0, 0.0, 0
+        for i, (stage, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
+            key = (stage, i, chans, grid, arch.sampler, arch.propagation)
+            part = self._stage_cache.get(key)
+            if part is None:  # archs of a search share stages: price each stage once
+                part = self._stage_cache[key] = self._sum(stage_ops(*key))
+            latency, energy, n_ops = latency + part[0], energy + part[1], n_ops + part[2]
+            chans = stage.width
+        head = self._sum([head_key(arch)])
+        return latency + head[0] - n_ops * self.overhead_ms, energy + head[1]
+
+    @property
+    def overhead_ms(self) -> float:
+        return float(self.meta.get("overhead_ms", 0.0))
+
+    def latency(self, arch: Arch) -> float:
+        return self.cost(arch)[0]
+
+    def predict(self, archs: Iterable[Arch]) -> pd.DataFrame:
+        """latency_ms and energy_mj of many archs at once (stage sums are shared across archs)."""
+        costs = np.array([self.cost(a) for a in archs], dtype=float).reshape(-1, 2)
+        return pd.DataFrame({"latency_ms": costs[:, 0], "energy_mj": costs[:, 1]})

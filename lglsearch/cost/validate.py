@@ -1,0 +1,87 @@
+"""Validating a table: predicted (sum of ops) against measured whole-model latency.
+
+The whole models are timed by the same runner, with the same threads and statistic, as the ops
+were, so the comparison isolates the error of summing per-op latencies.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lglsearch.cost.ops import arch_ops
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import CostTable
+from lglsearch.counting import count
+from lglsearch.nn import build_model
+from lglsearch.space import PRESETS, Arch, Space
+
+__all__ = ["Validation", "sample_archs", "summarise", "validate"]
+
+
+@dataclass(frozen=True)
+class Validation:
+    rows: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def sample_archs(space: Space, n: int, seed: int) -> list[tuple[str, Arch]]:
+    """`n` distinct sampled archs of `space`, plus the presets it contains."""
+    rng = np.random.default_rng(seed)
+    archs: dict[Arch, str] = {}
+    for _ in range(50 * n):
+        if len(archs) >= n:
+            break
+        archs.setdefault(space.sample(rng), "sample")
+    for name, arch in PRESETS.items():
+        if space.contains(arch):
+            archs[arch] = name
+    return [(label, arch) for arch, label in archs.items()]
+
+
+def summarise(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
+    error = predicted / measured - 1
+    return {
+        "n": len(measured),
+        "within_10pct": float(np.mean(np.abs(error) <= 0.10)),
+        "within_5pct": float(np.mean(np.abs(error) <= 0.05)),
+        "mape": float(np.mean(np.abs(error))),
+        "mean_error": float(np.mean(error)),
+        "spearman": float(pd.Series(predicted).corr(pd.Series(measured), method="spearman")),
+    }
+
+
+def validate(
+    table: CostTable, space: Space, n: int, *, seed: int = 0, runner: OrtRunner, progress: bool = True
+) -> Validation:
+    """Time `n` sampled archs (and the presets in the space) whole and compare with the table."""
+    labelled = sample_archs(space, n, seed)
+    archs = [a for _, a in labelled]
+    predicted = table.predict(archs)["latency_ms"].to_numpy()
+    bar = tqdm(total=len(archs), desc="exporting models", unit="arch", disable=not progress, file=sys.stderr)
+    timings = runner.time(
+        {a.id: (build_model(a), (1, 3, a.resolution, a.resolution)) for a in archs},
+        on_exported=lambda _: bar.update(1),
+    )
+    bar.close()
+    measured = np.array([timings[a.id].median_ms for a in archs])
+    rows = pd.DataFrame(
+        {
+            "arch_id": [a.id for a in archs],
+            "label": [label for label, _ in labelled],
+            "macs_g": [count(a).macs_g for a in archs],
+            "n_ops": [len(arch_ops(a)) for a in archs],
+            "predicted_ms": predicted,
+            "measured_ms": measured,
+            "measured_p10_ms": [timings[a.id].p10_ms for a in archs],
+            "measured_p90_ms": [timings[a.id].p90_ms for a in archs],
+        }
+    )
+    rows["error_pct"] = 100 * (rows["predicted_ms"] / rows["measured_ms"] - 1)
+    summary = summarise(predicted, measured) | {"space": space.name, "seed": seed, "threads": runner.threads}
+    return Validation(rows, summary)

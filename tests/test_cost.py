@@ -1,0 +1,203 @@
+"""Op keys, cost tables, the onnxruntime runner, resumable builds and validation (tiny space)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lglsearch.cost.build import build_table, load_or_build_host
+from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import CostTable, known_devices, table_path
+from lglsearch.cost.validate import summarise, validate
+from lglsearch.counting import count
+from lglsearch.errors import LglsearchError
+from lglsearch.space import PRESETS, load_space
+
+FAST = OrtRunner(warmup=2, runs=8, rounds=2)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_space("tiny")
+
+
+def test_ops_decompose_the_whole_model(tiny):
+    """The op modules of an arch hold exactly the model's parameters: no part is lost or doubled."""
+    rng = np.random.default_rng(0)
+    archs = [*PRESETS.values(), *(tiny.sample(rng) for _ in range(20))]
+    for arch in archs:
+        params = sum(sum(p.numel() for p in op_module(k).parameters()) for k in arch_ops(arch))
+        assert params == count(arch).params
+
+
+def test_space_ops_cover_every_arch_and_switches_give_distinct_keys(tiny):
+    keys = set(space_ops(tiny))
+    rng = np.random.default_rng(1)
+    used = set()
+    for _ in range(500):
+        used.update(arch_ops(tiny.sample(rng)))
+    assert used <= keys
+    assert len(used) > 0.8 * len(keys)
+    default_keys = set(space_ops(load_space()))
+    for arch in PRESETS.values():
+        assert set(arch_ops(arch)) <= default_keys
+    xxs = PRESETS["edgevit_xxs"]
+    variants = [xxs.replace(sampler=s, propagation=p) for s in ("pick", "avg") for p in ("tconv", "bilinear")]
+    attn_keys = [frozenset(k for k in arch_ops(v) if "sr=4" in k) for v in variants]
+    assert len(set(attn_keys)) == 4
+
+
+def test_op_keys_parse_and_bad_keys_are_named():
+    kind, dims = parse_key("self_attn:c=144,h=4,sr=2,r=4,hw=14,s=pick,p=tconv")
+    assert (
+        kind == "self_attn" and dims["sr"] == "2" and op_input_shape("embed:cin=3,c=36,k=4,hw=224") == (1, 3, 224, 224)
+    )
+    with pytest.raises(LglsearchError, match="malformed op key 'conv:c=3'"):
+        parse_key("conv:c=3")
+    with pytest.raises(LglsearchError, match="lacks or garbles a dimension"):
+        op_module("local_agg:c=16,hw=8")
+
+
+def test_runner_times_real_work():
+    timings = FAST.time(
+        {k: (op_module(k), op_input_shape(k)) for k in ("local_agg:c=16,r=2,hw=16", "local_agg:c=64,r=4,hw=32")}
+    )
+    small, big = timings["local_agg:c=16,r=2,hw=16"], timings["local_agg:c=64,r=4,hw=32"]
+    assert small.runs == big.runs == 8
+    assert 0 < small.p10_ms <= small.median_ms <= small.p90_ms
+    assert big.median_ms > 3 * small.median_ms  # 16x the MACs
+    assert 0 < FAST.overhead().median_ms < small.median_ms
+
+
+def test_build_is_resumable_and_predicts_the_sum_of_ops(tiny, cache):
+    keys = space_ops(tiny)
+
+    class Interrupted(OrtRunner):
+        calls = 0
+
+        def time(self, modules, on_exported=None):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                raise KeyboardInterrupt
+            return super().time(modules, on_exported)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table("host", keys, runner=Interrupted(warmup=1, runs=4, rounds=1), chunk=10, progress=False)
+    partial = CostTable.load("host")
+    assert len(partial) == 10 and not list(cache.rglob(".host.*"))  # atomic: no temp files left
+    report = build_table("host", keys, runner=FAST, chunk=10, space_name="tiny", progress=False)
+    assert report.measured == len(keys) - 10  # the first chunk is not measured again
+    table = CostTable.load("host")
+    assert len(table) == len(keys) and table.meta["spaces"] == ["tiny"] and table.meta["threads"] == 1
+    assert (table.frame.loc[partial.frame.index, "latency_ms"] == partial.frame["latency_ms"]).all()
+    for field in ("device", "description", "runtime", "runtime_version", "precision", "method", "source", "date"):
+        assert table.meta[field], field
+    # prediction: the sum over the arch's keys less the fixed cost per extra op
+    rng = np.random.default_rng(2)
+    archs = [tiny.sample(rng) for _ in range(30)]
+    batch = table.predict(archs)["latency_ms"].to_numpy()
+    for arch, predicted in zip(archs, batch, strict=True):
+        ops = arch_ops(arch)
+        manual = sum(table.op_latency(k) for k in ops) - (len(ops) - 1) * table.overhead_ms
+        assert predicted == pytest.approx(manual, rel=1e-12)
+    assert np.isnan(table.predict(archs[:1])["energy_mj"][0])
+
+
+def test_host_table_is_built_on_first_use(tiny):
+    arch = tiny.sample(np.random.default_rng(3))
+    table = load_or_build_host(arch_ops(arch), runner=FAST)
+    assert set(table.frame.index) == set(arch_ops(arch))
+    assert table.latency(arch) > 0
+
+
+def test_validation_summary_is_right():
+    measured = np.array([1.0, 2.0, 3.0, 4.0])
+    predicted = np.array([1.04, 2.3, 2.9, 4.0])
+    s = summarise(predicted, measured)
+    assert s["n"] == 4 and s["within_10pct"] == 0.75 and s["within_5pct"] == 0.75
+    assert s["mape"] == pytest.approx((0.04 + 0.15 + 1 / 30 + 0) / 4)
+    assert s["spearman"] == pytest.approx(1.0)
+
+
+def test_validate_on_tiny(tiny):
+    table = build_table("host", space_ops(tiny), runner=FAST, progress=False).table
+    result = validate(table, tiny, 4, runner=FAST, progress=False)
+    assert len(result.rows) == 4 and result.summary["n"] == 4  # tiny holds no preset
+    assert (result.rows["measured_ms"] > 0).all()
+    assert set(result.summary) >= {"within_10pct", "within_5pct", "mape", "spearman", "n"}
+
+
+# -- bad tables ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_table(tiny):
+    keys = space_ops(tiny)[:6]
+    build_table("host", keys, runner=FAST, progress=False)
+    return table_path("host")
+
+
+def test_unknown_device_lists_the_known_ones():
+    with pytest.raises(LglsearchError, match=r"unknown device 'pixel99'; known devices: .*host"):
+        CostTable.load("pixel99")
+    assert "host" in known_devices()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_text("key,latency_ms\nlocal_agg:c=16,r=2,hw=16,0.1\n\x00\x01garbage,,,\n"), "is corrupt"),
+        (lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "is corrupt|metadata describes"),
+        (lambda p: p.write_text("\n".join(p.read_text().splitlines()[:-1]) + "\n"), "metadata describes 6 other"),
+        (lambda p: p.write_text(p.read_text().replace("latency_ms", "latency_us", 1)), "has no `latency_ms` column"),
+        (lambda p: p.with_suffix(".json").write_text("{"), "is not valid JSON"),
+    ],
+)
+def test_damaged_tables_are_refused_and_left_alone(small_table, damage, message):
+    damage(small_table)
+    before = small_table.read_bytes(), small_table.with_suffix(".json").read_bytes()
+    with pytest.raises(LglsearchError, match=message) as err:
+        CostTable.load("host")
+    assert "rebuild it with `lglsearch lut build --device host`" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert (small_table.read_bytes(), small_table.with_suffix(".json").read_bytes()) == before
+
+
+def test_metadata_for_another_device_is_refused(small_table):
+    meta = json.loads(small_table.with_suffix(".json").read_text())
+    small_table.with_suffix(".json").write_text(json.dumps(meta | {"device": "snapdragon888"}))
+    with pytest.raises(LglsearchError, match="is for device 'snapdragon888', not 'host'"):
+        CostTable.load("host")
+
+
+def test_missing_key_names_key_and_command(small_table, tiny):
+    table = CostTable.load("host")
+    arch = tiny.largest()
+    with pytest.raises(
+        LglsearchError,
+        match=r"op key '.*' is missing from the host table .*lglsearch lut build "
+        r"--device host --space FILE",
+    ):
+        table.latency(arch)
+
+
+def test_thread_mismatch_is_refused(small_table, tiny):
+    with pytest.raises(LglsearchError, match=r"measured with 1 thread\(s\), not 2; use --threads 1"):
+        build_table("host", space_ops(tiny), runner=OrtRunner(threads=2), progress=False)
+
+
+def test_saved_table_round_trips(small_table):
+    table = CostTable.load("host")
+    again = CostTable.load(table.save())
+    pd.testing.assert_frame_equal(table.frame, again.frame, check_exact=False, rtol=1e-5)
+    assert again.meta["entries"] == 6
