@@ -87,10 +87,7 @@ def cmd_lut_build(args: argparse.Namespace) -> None:
         f"{table.device}: {len(keys)} op keys in space {space.name}, {report.measured} measured now "
         f"in {report.seconds:.0f} s, {len(keys) - report.measured} already there"
     )
-    print(
-        f"table {table_path(table.device)}: {len(table)} entries, {table.meta['threads']} thread(s), "
-        f"fixed cost per run {table.overhead_ms * 1e3:.1f} us"
-    )
+    print(f"table {table_path(table.device)}: {len(table)} entries, {table.meta['threads']} thread(s)")
 
 
 def cmd_lut_validate(args: argparse.Namespace) -> None:

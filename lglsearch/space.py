@@ -20,6 +20,7 @@ This module imports nothing of the project but its error type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -204,7 +205,7 @@ class Arch:
             object.__setattr__(self, "sampler", SAMPLERS[0])
             object.__setattr__(self, "propagation", PROPAGATIONS[0])
 
-    @property
+    @functools.cached_property
     def grids(self) -> tuple[int, ...]:
         return grid_sizes(self.resolution, len(self.stages))
 
@@ -256,7 +257,7 @@ class Arch:
             raise LglsearchError(f"malformed arch JSON ({err}); check the quoting and brackets") from None
         return cls.from_dict(data)
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         """A stable short id: the first 10 hex digits of the SHA-1 of the canonical JSON."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]

@@ -94,13 +94,6 @@ def build_table(
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     missing = table.missing(keys)
     start = time.perf_counter()
-    if missing:
-        null = runner.overhead()
-        table.meta["overhead_ms"] = round(null.median_ms, 6)
-        table.meta["overhead_note"] = (
-            f"fixed cost of one onnxruntime run (null graph, median of {null.runs} runs, p10-p90 "
-            f"{null.p10_ms:.4f}-{null.p90_ms:.4f} ms), subtracted once per op beyond the first"
-        )
     bar = tqdm(total=len(missing), desc=f"lut build {device}", unit="op", disable=not progress, file=sys.stderr)
     for i in range(0, len(missing), chunk):
         batch = missing[i : i + chunk]

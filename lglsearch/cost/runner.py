@@ -7,9 +7,8 @@ load from elsewhere lands on many modules a little instead of on one module a lo
 latency is the median of its runs; the 10th and 90th percentiles are kept as its spread.
 
 Runs use IOBinding with preallocated outputs, which removes most of the Python-side cost of a
-run. What remains (the runtime's fixed cost per run, about 8 us here) is paid once per op when
-ops are timed alone but once per network when the network runs: `overhead()` measures it on a
-null graph so that a table can subtract it (see `CostTable.cost`).
+run (from about 12 to 8 us per run here), so small ops are timed closer to what they cost inside
+a network.
 """
 
 from __future__ import annotations
@@ -36,13 +35,6 @@ class Timing:
     p10_ms: float
     p90_ms: float
     runs: int
-
-
-class _Null(nn.Module):
-    """The smallest graph with one real node: what every run costs beyond its compute."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1, :1, :1] * 2.0
 
 
 def _bound_run(session: ort.InferenceSession, example: np.ndarray) -> Callable[[], None]:
@@ -104,8 +96,3 @@ class OrtRunner:
                 float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)), len(ms)
             )
         return result
-
-    def overhead(self) -> Timing:
-        """The fixed cost of one run: a null graph timed like an op (many runs: it is tiny)."""
-        runner = OrtRunner(threads=self.threads, warmup=50, runs=2000, rounds=4, seed=self.seed)
-        return runner.time({"null": (_Null(), (1, 8, 8, 8))})["null"]

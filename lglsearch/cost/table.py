@@ -15,16 +15,16 @@ import importlib.resources
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost.ops import head_key, stage_ops
+from lglsearch.cost.ops import arch_ops, parse_key
 from lglsearch.errors import LglsearchError
-from lglsearch.space import Arch
+from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
 __all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path"]
 
@@ -76,6 +76,27 @@ def _atomic_write(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def _tuple_key(key: str) -> tuple:
+    """An op key as the tuple `CostTable.cost` looks up (same fields, parsed to numbers)."""
+    kind, d = parse_key(key)
+    if kind == "embed":
+        return (kind, int(d["cin"]), int(d["c"]), int(d["k"]), int(d["hw"]))
+    if kind == "local_agg":
+        return (kind, int(d["c"]), float(d["r"]), int(d["hw"]))
+    if kind == "self_attn":
+        return (
+            kind,
+            int(d["c"]),
+            int(d["h"]),
+            int(d["sr"]),
+            float(d["r"]),
+            int(d["hw"]),
+            d.get("s", ""),
+            d.get("p", ""),
+        )
+    return (kind, int(d["c"]), int(d["n"]), int(d["hw"]))
+
+
 def _keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:12]
 
@@ -91,7 +112,8 @@ class CostTable:
         self._energy: dict[str, float] | None = (
             frame["energy_mj"].to_dict() if "energy_mj" in frame and frame["energy_mj"].notna().all() else None
         )
-        self._stage_cache: dict[tuple, tuple[float, float, int]] = {}
+        energy = self._energy or {}
+        self._ops = {_tuple_key(k): (v, energy.get(k, float("nan"))) for k, v in self._latency.items()}
 
     # -- construction and storage ------------------------------------------------------------
 
@@ -196,34 +218,37 @@ class CostTable:
         except KeyError:
             raise self._missing_error(key) from None
 
-    def _sum(self, keys: Sequence[str]) -> tuple[float, float, int]:
-        try:
-            latency = sum(self._latency[k] for k in keys)
-            energy = sum(self._energy[k] for k in keys) if self._energy is not None else float("nan")
-        except KeyError as err:
-            raise self._missing_error(err.args[0]) from None
-        return latency, energy, len(keys)
-
     def cost(self, arch: Arch) -> tuple[float, float]:
-        """(latency_ms, energy_mj) of `arch` (energy NaN when the table has none).
+        """(latency_ms, energy_mj) of `arch`: sums over its ops (energy NaN when the table has none).
 
-        The sum of its ops' latencies, less the runtime's fixed cost per run (`overhead_ms` in
-        the metadata) for every op but one: timed alone each op paid it, the network pays it once.
+        A plain sum: subtracting the runtime's fixed cost per run for every op but one (each op
+        timed alone pays it, the network once) was tried and made the host validation worse
+        (benchmarks/RESULTS.md), since ops inside a network also run with colder caches. A stage
+        costs its embedding plus its LocalAgg and SelfAttn counts times their entries, looked up
+        by tuple (no key strings are built), which prices >100k fresh archs a second.
         """
-        chans, latency, energy, n_ops = 3, 0.0, 0.0, 0
-        for i, (stage, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
-            key = (stage, i, chans, grid, arch.sampler, arch.propagation)
-            part = self._stage_cache.get(key)
-            if part is None:  # archs of a search share stages: price each stage once
-                part = self._stage_cache[key] = self._sum(stage_ops(*key))
-            latency, energy, n_ops = latency + part[0], energy + part[1], n_ops + part[2]
-            chans = stage.width
-        head = self._sum([head_key(arch)])
-        return latency + head[0] - n_ops * self.overhead_ms, energy + head[1]
-
-    @property
-    def overhead_ms(self) -> float:
-        return float(self.meta.get("overhead_ms", 0.0))
+        ops, chans, grid, latency, energy = self._ops, 3, arch.resolution // PATCH_STRIDES_FIRST, 0.0, 0.0
+        try:
+            for i, st in enumerate(arch.stages):
+                if i:
+                    grid //= PATCH_STRIDE_LATER
+                patch = PATCH_STRIDE_LATER if i else PATCH_STRIDES_FIRST
+                kinds, ratio = st.kinds, st.mlp_ratio
+                n_attn, n_local = len(kinds) - kinds.count("local"), len(kinds) - kinds.count("global")
+                parts = [(ops[("embed", chans, st.width, patch, grid * patch)], 1)]
+                if n_local:
+                    parts.append((ops[("local_agg", st.width, ratio, grid)], n_local))
+                if n_attn:
+                    switches = (arch.sampler, arch.propagation) if st.sr > 1 else ("", "")
+                    parts.append((ops[("self_attn", st.width, st.heads, st.sr, ratio, grid, *switches)], n_attn))
+                for (lat, en), n in parts:
+                    latency += n * lat
+                    energy += n * en
+                chans = st.width
+            lat, en = ops[("head", chans, arch.num_classes, grid)]
+        except KeyError:
+            raise self._missing_error(self.missing(arch_ops(arch))[0]) from None
+        return latency + lat, energy + en
 
     def latency(self, arch: Arch) -> float:
         return self.cost(arch)[0]

@@ -1,0 +1,47 @@
+"""Latency-prediction throughput: archs priced per second by `CostTable.predict` in batch.
+
+Samples N archs of the default space, then times `predict` on them twice: cold (empty stage
+cache, as at the start of a search) and warm (every stage already priced). Uses the host table
+(built on first use). Usage:
+
+    python benchmarks/predict_throughput.py [--archs 200000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from lglsearch.cost.build import load_or_build_host
+from lglsearch.cost.ops import space_ops
+from lglsearch.cost.table import CostTable, table_path
+from lglsearch.space import load_space
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    space = load_space()
+    load_or_build_host(space_ops(space), space_name=space.name)
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+    archs = [space.sample(rng) for _ in range(args.archs)]
+    sampled = time.perf_counter() - start
+    print(f"sampled {len(archs):,} archs ({len(set(archs)):,} distinct) in {sampled:.1f} s")
+    table = CostTable.load(table_path("host"))  # a fresh table: empty stage cache
+    for label in ("cold", "warm"):
+        start = time.perf_counter()
+        latency = table.predict(archs)["latency_ms"].to_numpy()
+        seconds = time.perf_counter() - start
+        print(
+            f"predict {label}: {len(archs) / seconds:,.0f} archs/s ({seconds:.2f} s for {len(archs):,}; "
+            f"latency {latency.min():.2f}-{latency.max():.2f} ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()
