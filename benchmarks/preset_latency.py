@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -20,19 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from lglsearch.cost.build import cpu_name
 from lglsearch.counting import count
 from lglsearch.export import export_arch, ort_session
 from lglsearch.space import PRESETS
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from lglsearch.cost.build import build_table, load_or_build_host
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
-from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path
 from lglsearch.cost.validate import summarise, validate
 from lglsearch.counting import count
@@ -78,6 +78,17 @@ def test_runner_times_real_work():
     assert big.median_ms > 3 * small.median_ms  # 16x the MACs
 
 
+def test_anchors_express_times_at_the_reference_speed():
+    modules = {"op": (op_module("local_agg:c=16,r=2,hw=16"), (1, 16, 16, 16))}
+    first, speed, reference = time_anchored(FAST, modules)
+    assert speed == 1.0 and set(reference) == set(ANCHOR_KEYS)
+    # a reference twice as slow as now: the machine is "twice as fast", times are doubled
+    doubled, speed, _ = time_anchored(FAST, modules, {k: 2 * v for k, v in reference.items()})
+    assert 0.3 < speed < 0.8
+    assert doubled["op"].median_ms == pytest.approx(first["op"].median_ms / speed, rel=0.5)
+    assert set(doubled) == {"op"}  # anchors are not reported as results
+
+
 def test_build_is_resumable_and_predicts_the_sum_of_ops(tiny, cache):
     keys = space_ops(tiny)
 
@@ -98,6 +109,8 @@ def test_build_is_resumable_and_predicts_the_sum_of_ops(tiny, cache):
     assert report.measured == len(keys) - 10  # the first chunk is not measured again
     table = CostTable.load("host")
     assert len(table) == len(keys) and table.meta["spaces"] == ["tiny"] and table.meta["threads"] == 1
+    assert set(table.meta["anchors"]) == set(ANCHOR_KEYS)
+    assert len(table.meta["speed_factors"]) == 1 + -(-(len(keys) - 10) // 10)  # one per chunk
     assert (table.frame.loc[partial.frame.index, "latency_ms"] == partial.frame["latency_ms"]).all()
     for field in ("device", "description", "runtime", "runtime_version", "precision", "method", "source", "date"):
         assert table.meta[field], field
@@ -133,7 +146,9 @@ def test_validate_on_tiny(tiny):
     result = validate(table, tiny, 4, runner=FAST, progress=False)
     assert len(result.rows) == 4 and result.summary["n"] == 4  # tiny holds no preset
     assert (result.rows["measured_ms"] > 0).all()
-    assert set(result.summary) >= {"within_10pct", "within_5pct", "mape", "spearman", "n"}
+    assert set(result.summary) >= {"within_10pct", "within_5pct", "mape", "spearman", "n", "speed", "raw"}
+    speed = result.summary["speed"]
+    assert np.allclose(result.rows["measured_raw_ms"], result.rows["measured_ms"] * speed)
 
 
 # -- bad tables ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Building a device's table by measuring its op keys, resumably.
 
 Missing keys are timed in chunks; after each chunk the table is saved (atomically), so an
-interrupted build resumes where it stopped and never re-measures a finished key.
+interrupted build resumes where it stopped and never re-measures a finished key. Each chunk is
+timed with the anchor ops (`runner.time_anchored`) and stored at the speed the machine had when
+the table was started, so chunks timed minutes apart are comparable.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lglsearch.cost.ops import op_input_shape, op_module
-from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import HOST, CostTable, table_path
 from lglsearch.errors import LglsearchError
 
@@ -97,7 +99,9 @@ def build_table(
     bar = tqdm(total=len(missing), desc=f"lut build {device}", unit="op", disable=not progress, file=sys.stderr)
     for i in range(0, len(missing), chunk):
         batch = missing[i : i + chunk]
-        timings = runner.time({k: (op_module(k), op_input_shape(k)) for k in batch})
+        timings, speed, reference = time_anchored(
+            runner, {k: (op_module(k), op_input_shape(k)) for k in batch}, table.meta.get("anchors")
+        )
         rows = pd.DataFrame(
             {
                 "latency_ms": [timings[k].median_ms for k in batch],
@@ -108,6 +112,8 @@ def build_table(
             index=pd.Index(batch, name="key"),
         )
         table = table.with_rows(rows)
+        table.meta["anchors"] = reference
+        table.meta["speed_factors"] = [*table.meta.get("speed_factors", []), round(speed, 4)]
         table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         table.save(path)
         bar.update(len(batch))

@@ -9,6 +9,11 @@ latency is the median of its runs; the 10th and 90th percentiles are kept as its
 Runs use IOBinding with preallocated outputs, which removes most of the Python-side cost of a
 run (from about 12 to 8 us per run here), so small ops are timed closer to what they cost inside
 a network.
+
+The speed of a shared machine drifts by 5-10% over minutes, more than the error a table aims
+at, so `time_anchored` times three fixed anchor ops in the same interleaved rounds as the real
+work and expresses every result at the speed the anchors had when the table was started: a
+build's chunks, and a validation run hours later, all speak the same units.
 """
 
 from __future__ import annotations
@@ -24,9 +29,17 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from lglsearch.cost.ops import op_input_shape, op_module
 from lglsearch.export import export_onnx, ort_session
 
-__all__ = ["OrtRunner", "Timing"]
+__all__ = ["ANCHOR_KEYS", "OrtRunner", "Timing", "time_anchored"]
+
+ANCHOR_KEYS = (
+    "embed:cin=3,c=32,k=4,hw=224",
+    "local_agg:c=64,r=4,hw=28",
+    "self_attn:c=96,h=2,sr=2,r=4,hw=14,s=pick,p=tconv",
+)
+"""A memory-bound conv, a conv block and an attention block: the machine-speed reference."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +109,27 @@ class OrtRunner:
                 float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)), len(ms)
             )
         return result
+
+
+def time_anchored(
+    runner: OrtRunner,
+    modules: Mapping[str, tuple[nn.Module, tuple[int, ...]]],
+    reference: Mapping[str, float] | None = None,
+    on_exported: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Timing], float, dict[str, float]]:
+    """Time `modules` with the anchors; return (timings at reference speed, speed, reference).
+
+    speed = geometric mean over the anchors of (median now / median in `reference`); with no
+    reference the anchors' times now become it (speed 1).
+    """
+    anchors = {f"anchor/{k}": (op_module(k), op_input_shape(k)) for k in ANCHOR_KEYS}
+    timings = runner.time({**modules, **anchors}, on_exported)
+    now = {k: timings[f"anchor/{k}"].median_ms for k in ANCHOR_KEYS}
+    reference = dict(reference) if reference else now
+    speed = float(np.exp(np.mean([np.log(now[k] / reference[k]) for k in ANCHOR_KEYS])))
+    scaled = {
+        name: Timing(t.median_ms / speed, t.p10_ms / speed, t.p90_ms / speed, t.runs)
+        for name, t in timings.items()
+        if name in modules
+    }
+    return scaled, speed, reference

@@ -1,7 +1,9 @@
 """Validating a table: predicted (sum of ops) against measured whole-model latency.
 
 The whole models are timed by the same runner, with the same threads and statistic, as the ops
-were, so the comparison isolates the error of summing per-op latencies.
+were, and with the same anchor ops, so that their times are expressed at the machine speed of
+the table's build: the comparison isolates the error of summing per-op latencies from the drift
+of a shared machine between the build and now (reported as `speed`, with the raw times).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lglsearch.cost.ops import arch_ops
-from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable
 from lglsearch.counting import count
 from lglsearch.nn import build_model
@@ -64,9 +66,11 @@ def validate(
     archs = [a for _, a in labelled]
     predicted = table.predict(archs)["latency_ms"].to_numpy()
     bar = tqdm(total=len(archs), desc="exporting models", unit="arch", disable=not progress, file=sys.stderr)
-    timings = runner.time(
+    timings, speed, _ = time_anchored(
+        runner,
         {a.id: (build_model(a), (1, 3, a.resolution, a.resolution)) for a in archs},
-        on_exported=lambda _: bar.update(1),
+        table.meta.get("anchors"),
+        on_exported=lambda name: bar.update(0 if name.startswith("anchor/") else 1),
     )
     bar.close()
     measured = np.array([timings[a.id].median_ms for a in archs])
@@ -80,8 +84,16 @@ def validate(
             "measured_ms": measured,
             "measured_p10_ms": [timings[a.id].p10_ms for a in archs],
             "measured_p90_ms": [timings[a.id].p90_ms for a in archs],
+            "measured_raw_ms": [timings[a.id].median_ms * speed for a in archs],
         }
     )
     rows["error_pct"] = 100 * (rows["predicted_ms"] / rows["measured_ms"] - 1)
-    summary = summarise(predicted, measured) | {"space": space.name, "seed": seed, "threads": runner.threads}
+    raw = summarise(predicted, rows["measured_raw_ms"].to_numpy())
+    summary = summarise(predicted, measured) | {
+        "space": space.name,
+        "seed": seed,
+        "threads": runner.threads,
+        "speed": speed,
+        "raw": {k: raw[k] for k in ("within_10pct", "within_5pct", "mape", "mean_error", "spearman")},
+    }
     return Validation(rows, summary)
