@@ -25,7 +25,17 @@ from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LocalAgg, PatchEmbed, SelfAttn
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space, Stage
 
-__all__ = ["OP_KINDS", "arch_ops", "head_key", "op_input_shape", "op_module", "parse_key", "space_ops", "stage_ops"]
+__all__ = [
+    "OP_KINDS",
+    "arch_ops",
+    "head_key",
+    "key_tuple",
+    "op_input_shape",
+    "op_module",
+    "parse_key",
+    "space_ops",
+    "stage_ops",
+]
 
 OP_KINDS = ("embed", "local_agg", "self_attn", "head")
 
@@ -44,6 +54,27 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
     except ValueError:
         raise LglsearchError(f"malformed op key {key!r}; dimensions are name=value pairs") from None
     return kind, dims
+
+
+def key_tuple(key: str) -> tuple:
+    """An op key as the tuple `CostTable.cost` looks up (same fields, parsed to numbers)."""
+    kind, d = parse_key(key)
+    if kind == "embed":
+        return (kind, int(d["cin"]), int(d["c"]), int(d["k"]), int(d["hw"]))
+    if kind == "local_agg":
+        return (kind, int(d["c"]), float(d["r"]), int(d["hw"]))
+    if kind == "self_attn":
+        return (
+            kind,
+            int(d["c"]),
+            int(d["h"]),
+            int(d["sr"]),
+            float(d["r"]),
+            int(d["hw"]),
+            d.get("s", ""),
+            d.get("p", ""),
+        )
+    return (kind, int(d["c"]), int(d["n"]), int(d["hw"]))
 
 
 def _ratio(r: float) -> str:

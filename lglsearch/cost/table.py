@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost.ops import arch_ops, parse_key
+from lglsearch.cost.ops import arch_ops, key_tuple
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
@@ -76,27 +76,6 @@ def _atomic_write(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def _tuple_key(key: str) -> tuple:
-    """An op key as the tuple `CostTable.cost` looks up (same fields, parsed to numbers)."""
-    kind, d = parse_key(key)
-    if kind == "embed":
-        return (kind, int(d["cin"]), int(d["c"]), int(d["k"]), int(d["hw"]))
-    if kind == "local_agg":
-        return (kind, int(d["c"]), float(d["r"]), int(d["hw"]))
-    if kind == "self_attn":
-        return (
-            kind,
-            int(d["c"]),
-            int(d["h"]),
-            int(d["sr"]),
-            float(d["r"]),
-            int(d["hw"]),
-            d.get("s", ""),
-            d.get("p", ""),
-        )
-    return (kind, int(d["c"]), int(d["n"]), int(d["hw"]))
-
-
 def _keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:12]
 
@@ -113,7 +92,7 @@ class CostTable:
             frame["energy_mj"].to_dict() if "energy_mj" in frame and frame["energy_mj"].notna().all() else None
         )
         energy = self._energy or {}
-        self._ops = {_tuple_key(k): (v, energy.get(k, float("nan"))) for k, v in self._latency.items()}
+        self._ops = {key_tuple(k): (v, energy.get(k, float("nan"))) for k, v in self._latency.items()}
 
     # -- construction and storage ------------------------------------------------------------
 
