@@ -96,7 +96,11 @@ def export_onnx(
                     dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                 )
             else:
-                program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, verbose=False)
+                # the dynamo exporter starts at opset 18: asked for 17, onnx's version converter
+                # fails loudly on this graph and the file keeps 18 anyway
+                program = torch.onnx.export(
+                    module, (example,), dynamo=True, opset_version=max(opset, 18), verbose=False
+                )
                 program.save(tmp, external_data=False)
         os.replace(tmp, path)
     finally:
@@ -126,4 +130,12 @@ def export_arch(
         expected = model(example).numpy()
     session = ort_session(out)
     got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
-    return ExportResult(out, opset, float(np.abs(got - expected).max()))
+    return ExportResult(out, _opset_of(out), float(np.abs(got - expected).max()))
+
+
+def _opset_of(path: Path) -> int:
+    """The default-domain opset the file declares (the dynamo exporter may keep a newer one)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -61,3 +61,8 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(LglsearchError, match="does not fit the arch"):
         export_arch(PRESETS["edgevit_xxs"], tmp_path / "x.onnx", state_dict=read_checkpoint(wrong))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_dynamo_exporter_too(tmp_path):
+    result = export_arch(load_space("tiny").largest(), tmp_path / "d.onnx", exporter="dynamo")
+    assert result.opset >= 18 and result.max_abs_diff <= 1e-4

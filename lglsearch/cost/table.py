@@ -106,7 +106,7 @@ class CostTable:
         """A new table with `rows` (indexed by key) added or replaced."""
         frame = pd.concat([self.frame.drop(index=rows.index, errors="ignore"), rows]).sort_index()
         frame.index.name = "key"
-        return CostTable(self.device, frame, self.meta)
+        return CostTable(self.device, frame, dict(self.meta))
 
     def save(self, path: Path | None = None) -> Path:
         """Write the CSV then its JSON, each atomically; the JSON's row count seals the pair."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from lglsearch.cost.ops import arch_ops
@@ -54,7 +55,7 @@ def summarise(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
         "within_5pct": float(np.mean(np.abs(error) <= 0.05)),
         "mape": float(np.mean(np.abs(error))),
         "mean_error": float(np.mean(error)),
-        "spearman": float(pd.Series(predicted).corr(pd.Series(measured), method="spearman")),
+        "spearman": float(spearmanr(predicted, measured).statistic),
     }
 
 
