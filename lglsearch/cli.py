@@ -90,6 +90,62 @@ def cmd_lut_build(args: argparse.Namespace) -> None:
     print(f"table {table_path(table.device)}: {len(table)} entries, {table.meta['threads']} thread(s)")
 
 
+def cmd_lut_derive(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lglsearch.cost.derive import derive_table
+    from lglsearch.cost.ops import space_ops
+    from lglsearch.cost.runner import OrtRunner
+
+    space = _space(args.space)
+    table = derive_table(
+        args.device,
+        space_ops(space),
+        reference_path=args.reference,
+        space_name=space.name,
+        runner=OrtRunner(runs=args.runs, rounds=args.rounds),
+        per_class=args.per_class,
+        holdout=args.holdout,
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
+    )
+    print(f"{table.device}: {len(table)} entries ({table.meta['method']}), {table.meta['description']}")
+    for op_class, h in sorted(table.meta["transfer"]["heldout"].items()):
+        print(
+            f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
+            f"within +-5% {100 * h['within_5pct']:3.0f}%  MAPE {100 * h['mape']:.1f}%"
+        )
+    energy = table.meta.get("energy", {})
+    print(f"  energy: {energy.get('method')}" + (f" at {energy['power_w']} W" if "power_w" in energy else ""))
+
+
+def cmd_lut_import(args: argparse.Namespace) -> None:
+    from lglsearch.cost.importing import import_table
+    from lglsearch.cost.ops import space_ops
+    from lglsearch.cost.table import table_path
+
+    meta = {
+        "description": args.description,
+        "runtime": args.runtime,
+        "runtime_version": args.runtime_version,
+        "threads": args.threads,
+        "precision": args.precision,
+        "source": args.source,
+    }
+    table = import_table(args.device, args.csv, meta=meta)
+    space = _space(args.space)
+    missing = table.missing(space_ops(space))
+    print(
+        f"{table.device}: imported {len(table)} ops to {table_path(table.device)} "
+        f"({'with' if table.has_energy else 'without'} energy)"
+    )
+    if missing:
+        print(
+            f"note: {len(missing)} of the {space.name} space's op keys are not in it (first: {missing[0]}); "
+            "archs that use them cannot be priced on this device"
+        )
+
+
 def cmd_lut_validate(args: argparse.Namespace) -> None:
     from lglsearch.cost.ops import arch_ops
     from lglsearch.cost.runner import OrtRunner
@@ -159,25 +215,38 @@ def cmd_devices(args: argparse.Namespace) -> None:
                     "source",
                     "date",
                     "validation",
+                    "energy",
                 )
             }
-            | {"path": str(path)}
+            | {"path": str(path), "heldout": meta.get("transfer", {}).get("heldout")}
         )
     if args.json:
         print(json.dumps(rows))
         return
+    pad = " " * 16
     for row in rows:
         print(f"{row['device']:<16}{row['entries']:>6} ops  {row['method']:<9}{row['description']}")
         if row.get("runtime"):
             print(
-                f"{'':<16}{row['runtime']} {row.get('runtime_version', '')}, {row.get('threads')} thread(s), "
-                f"{row.get('precision')}; {row.get('source')}, {row.get('date')}"
+                f"{pad}{row['runtime']} ({row.get('runtime_version')}), {row.get('threads')} thread(s), "
+                f"{row.get('precision')}; {row.get('date')}"
             )
+            print(f"{pad}source: {row.get('source')}")
         for space, v in (row.get("validation") or {}).items():
             print(
-                f"{'':<16}validated on {v['n']} archs of {space}: {100 * v['within_10pct']:.0f}% within +-10%, "
+                f"{pad}validated on {v['n']} archs of {space}: {100 * v['within_10pct']:.0f}% within +-10%, "
                 f"MAPE {100 * v['mape']:.1f}%, Spearman {v['spearman']:.3f}"
             )
+        for op_class, v in sorted((row.get("heldout") or {}).items()):
+            print(
+                f"{pad}held-out transfer error, {op_class}: {100 * v['within_10pct']:.0f}% within +-10% "
+                f"(n={v['n']}), MAPE {100 * v['mape']:.1f}%"
+            )
+        energy = row.get("energy") or {}
+        if energy:
+            power = f" from {energy['power_w']} W: {energy.get('power_source')}" if "power_w" in energy else ""
+            why = f" ({energy['why']})" if "why" in energy else ""
+            print(f"{pad}energy: {energy.get('method')}{power}{why}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -273,6 +342,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=60, help="timed runs per op (default 60)")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
     p.set_defaults(func=cmd_lut_build)
+    p = lut_sub.add_parser("derive", help="derive a phone's table from its real measurements of other blocks")
+    p.add_argument("--device", required=True, help="the phone (snapdragon888, snapdragon855, tensor-g1, snapdragon821)")
+    p.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="the phone's nn-Meter block LUT (JSON); without it, reuse the table's fitted transfer model",
+    )
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument("--per-class", type=int, default=300, help="reference blocks timed per op class (default 300)")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of pairs held out (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=int, default=60, help="timed runs per host op (default 60)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--out", metavar="DIR", help="where to write the table (default: the user cache)")
+    p.set_defaults(func=cmd_lut_derive)
+    p = lut_sub.add_parser("import", help="import per-op measurements made elsewhere (CSV: key,latency_ms[,energy_mj])")
+    p.add_argument("--device", required=True, help="the new table's name (lower case, digits, - or _)")
+    p.add_argument("--csv", required=True, metavar="FILE", help="one row per op key; see README for the schema")
+    p.add_argument("--description", required=True, help="the device: phone, SoC, cores")
+    p.add_argument("--runtime", required=True, help="the runtime measured with, e.g. 'TFLite benchmark_model'")
+    p.add_argument("--runtime-version", default="not given")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--source", required=True, help="who measured it, how, when")
+    p.add_argument("--space", metavar="FILE", help="report which op keys of this space the table lacks")
+    p.set_defaults(func=cmd_lut_import)
     p = lut_sub.add_parser("validate", help="predicted vs measured whole-model latency of sampled archs")
     p.add_argument("--device", default="host", help="the table to validate (host)")
     p.add_argument("--space", metavar="FILE", help=space_help)

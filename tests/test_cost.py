@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from lglsearch.cost.build import build_table, load_or_build_host
+from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
 from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path
-from lglsearch.cost.validate import summarise, validate
+from lglsearch.cost.validate import validate
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, load_space
@@ -135,7 +136,7 @@ def test_host_table_is_built_on_first_use(tiny):
 def test_validation_summary_is_right():
     measured = np.array([1.0, 2.0, 3.0, 4.0])
     predicted = np.array([1.04, 2.3, 2.9, 4.0])
-    s = summarise(predicted, measured)
+    s = error_summary(predicted, measured)
     assert s["n"] == 4 and s["within_10pct"] == 0.75 and s["within_5pct"] == 0.75
     assert s["mape"] == pytest.approx((0.04 + 0.15 + 1 / 30 + 0) / 4)
     assert s["spearman"] == pytest.approx(1.0)
@@ -215,3 +216,49 @@ def test_saved_table_round_trips(small_table):
     again = CostTable.load(table.save())
     pd.testing.assert_frame_equal(table.frame, again.frame, check_exact=False, rtol=1e-5)
     assert again.meta["entries"] == 6
+
+
+def test_energy_on_a_table_without_energy_is_an_error(small_table):
+    with pytest.raises(LglsearchError, match=r"device 'host' has no energy figures .*drop the energy objective"):
+        CostTable.load("host").require_energy()
+
+
+IMPORT_ARGS = ["--description", "Pixel 9, one X4 core", "--runtime", "TFLite", "--threads", "1", "--source", "me"]
+
+
+def test_lut_import(tmp_path, cache, tiny, capsys):
+    from lglsearch.cli import main
+
+    keys = space_ops(tiny)
+    csv = tmp_path / "m.csv"
+    pd.DataFrame({"key": keys, "latency_ms": np.linspace(0.1, 1, len(keys)), "energy_mj": 0.5}).to_csv(csv, index=False)
+    assert main(["lut", "import", "--device", "pixel9", "--csv", str(csv), "--space", "tiny", *IMPORT_ARGS]) == 0
+    assert "imported 38 ops" in capsys.readouterr().out
+    table = CostTable.load("pixel9")
+    assert table.meta["method"] == "imported" and table.meta["threads"] == 1 and table.has_energy
+    arch = tiny.largest()
+    assert table.cost(arch) == pytest.approx(
+        (sum(table.op_latency(k) for k in arch_ops(arch)), 0.5 * len(arch_ops(arch)))
+    )
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("key,latency_ms\nconv3x3:c=3,1.0\n", r"line 2: 'conv3x3:c=3' is not an op key"),
+        ('key,latency_ms\n"local_agg:c=16,r=2,hw=16",-1\n', r"line 2: latency_ms -1 is not a positive number"),
+        ('key,latency_us\n"local_agg:c=16,r=2,hw=16",1\n', "it needs key and latency_ms"),
+        ('key,latency_ms\n"local_agg:c=16,r=2,hw=16",1\n"local_agg:c=16,r=2,hw=16",2\n', "twice"),
+        ("key,latency_ms\nlocal_agg:c=16,r=2,hw=16,1\n", "cannot be read|not an op key|has columns"),
+    ],
+)
+def test_lut_import_bad_csv(tmp_path, cache, rows, message):
+    from lglsearch.cost.importing import import_table
+
+    csv = tmp_path / "m.csv"
+    csv.write_text(rows)
+    with pytest.raises(LglsearchError, match=message):
+        import_table("pixel9", csv, meta={})
+    assert not (cache / "latency_tables" / "pixel9.csv").exists()
+    with pytest.raises(LglsearchError, match="not 'host'"):
+        import_table("host", csv, meta={})

@@ -21,23 +21,29 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from lglsearch.cost.reference import reference_module
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LocalAgg, PatchEmbed, SelfAttn
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space, Stage
 
 __all__ = [
+    "AUX_KINDS",
     "OP_KINDS",
     "arch_ops",
     "head_key",
     "key_tuple",
     "op_input_shape",
     "op_module",
+    "op_parts",
     "parse_key",
     "space_ops",
     "stage_ops",
 ]
 
 OP_KINDS = ("embed", "local_agg", "self_attn", "head")
+AUX_KINDS = ("attn_part", "mlp_part", "ref")
+"""Keys timed only to derive phone tables: SelfAttn's two halves, and reference blocks
+(`ref:<nn-Meter key>`) of real phone measurements."""
 
 
 def _key(kind: str, **dims: object) -> str:
@@ -47,8 +53,10 @@ def _key(kind: str, **dims: object) -> str:
 def parse_key(key: str) -> tuple[str, dict[str, str]]:
     """(kind, dims) of a key; a malformed key is an error naming it."""
     kind, _, rest = key.partition(":")
-    if kind not in OP_KINDS or not rest:
+    if kind not in OP_KINDS + AUX_KINDS or not rest:
         raise LglsearchError(f"malformed op key {key!r}; keys look like 'local_agg:c=36,r=4,hw=56'")
+    if kind == "ref":
+        return kind, {"key": rest}
     try:
         dims = dict(item.split("=", 1) for item in rest.split(","))
     except ValueError:
@@ -56,9 +64,14 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
     return kind, dims
 
 
-def key_tuple(key: str) -> tuple:
-    """An op key as the tuple `CostTable.cost` looks up (same fields, parsed to numbers)."""
+def key_tuple(key: str) -> tuple | None:
+    """An op key as the tuple `CostTable.cost` looks up (same fields, parsed to numbers).
+
+    None for the auxiliary kinds, which no network is priced with.
+    """
     kind, d = parse_key(key)
+    if kind in AUX_KINDS:
+        return None
     if kind == "embed":
         return (kind, int(d["cin"]), int(d["c"]), int(d["k"]), int(d["hw"]))
     if kind == "local_agg":
@@ -155,10 +168,58 @@ class _Head(nn.Module):
         return self.head(self.norm(x).mean(dim=(2, 3)))
 
 
+class _AttnPart(nn.Module):
+    """SelfAttn's first half: positional conv, then sparse attention on the tokens (residuals kept)."""
+
+    def __init__(self, block: SelfAttn) -> None:
+        super().__init__()
+        self.pos_embed, self.norm, self.attn = block.pos_embed, block.norm1, block.attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        _, _, height, width = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        return tokens + self.attn(self.norm(tokens), height, width)
+
+
+class _MlpPart(nn.Module):
+    """SelfAttn's second half: pre-norm MLP on the tokens with its residual."""
+
+    def __init__(self, block: SelfAttn) -> None:
+        super().__init__()
+        self.norm, self.mlp = block.norm2, block.mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+def op_parts(key: str) -> list[tuple[str, str]]:
+    """(part key, op class) of an op, for transferring host timings to a phone per class.
+
+    SelfAttn is split into its attention and MLP halves, which phones speed up differently.
+    """
+    kind, _ = parse_key(key)
+    rest = key.partition(":")[2]
+    if kind == "embed":
+        return [(key, "downsampling")]
+    if kind == "self_attn":
+        d = parse_key(key)[1]
+        return [(f"attn_part:{rest}", "attention"), (_key("mlp_part", c=d["c"], r=d["r"], hw=d["hw"]), "mlp")]
+    if kind in ("local_agg", "head"):
+        return [(key, "convolutional")]
+    raise LglsearchError(f"{key!r} is not an op of a network")
+
+
 def op_module(key: str) -> nn.Module:
     """The standalone module of a key, built from the same blocks as the models."""
     kind, d = parse_key(key)
+    if kind == "ref":
+        return reference_module(d["key"])[0]
     try:
+        if kind == "attn_part":
+            return _AttnPart(op_module(key.replace("attn_part:", "self_attn:", 1)))
+        if kind == "mlp_part":
+            return _MlpPart(SelfAttn(int(d["c"]), 1, float(d["r"])))
         if kind == "embed":
             return PatchEmbed(int(d["cin"]), int(d["c"]), int(d["k"]))
         if kind == "local_agg":
@@ -177,9 +238,11 @@ def op_module(key: str) -> nn.Module:
         raise LglsearchError(f"op key {key!r} lacks or garbles a dimension ({err})") from None
 
 
-def op_input_shape(key: str) -> tuple[int, int, int, int]:
-    """The (1, C, H, W) input of a key's module."""
+def op_input_shape(key: str) -> tuple[int, ...]:
+    """The batch-1 input of a key's module: (1, C, H, W), or (1, tokens, C) for token modules."""
     kind, d = parse_key(key)
+    if kind == "ref":
+        return reference_module(d["key"])[1]
     chans = int(d["cin"]) if kind == "embed" else int(d["c"])
     hw = int(d["hw"])
-    return (1, chans, hw, hw)
+    return (1, hw * hw, chans) if kind == "mlp_part" else (1, chans, hw, hw)

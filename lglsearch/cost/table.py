@@ -26,7 +26,7 @@ from lglsearch.cost.ops import arch_ops, key_tuple
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
-__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path"]
+__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
 REQUIRED = ("latency_ms",)
 OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
@@ -45,19 +45,19 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "lglsearch"
 
 
-def _user_tables() -> Path:
+def user_tables_dir() -> Path:
     return cache_dir() / "latency_tables"
 
 
 def known_devices() -> list[str]:
-    names = {p.stem for d in (shipped_dir(), _user_tables()) if d.is_dir() for p in d.glob("*.json")}
+    names = {p.stem for d in (shipped_dir(), user_tables_dir()) if d.is_dir() for p in d.glob("*.json")}
     return sorted(names | {HOST})
 
 
 def table_path(device: str) -> Path:
     """Where `device`'s CSV lives: the user cache for `host` and user tables, else the shipped dir."""
-    if device == HOST or (_user_tables() / f"{device}.json").is_file():
-        return _user_tables() / f"{device}.csv"
+    if device == HOST or (user_tables_dir() / f"{device}.json").is_file():
+        return user_tables_dir() / f"{device}.csv"
     shipped = shipped_dir() / f"{device}.csv"
     if shipped.with_suffix(".json").is_file():
         return shipped
@@ -70,10 +70,19 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is for every user of the machine
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _has_energy_column(device: str) -> bool:
+    try:
+        meta = json.loads(table_path(device).with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError, LglsearchError):
+        return False
+    return "energy_mj" in meta.get("columns", [])
 
 
 def _keys_digest(keys: Iterable[str]) -> str:
@@ -92,13 +101,14 @@ class CostTable:
             frame["energy_mj"].to_dict() if "energy_mj" in frame and frame["energy_mj"].notna().all() else None
         )
         energy = self._energy or {}
-        self._ops = {key_tuple(k): (v, energy.get(k, float("nan"))) for k, v in self._latency.items()}
+        tuples = {k: key_tuple(k) for k in self._latency}
+        self._ops = {t: (self._latency[k], energy.get(k, float("nan"))) for k, t in tuples.items() if t is not None}
 
     # -- construction and storage ------------------------------------------------------------
 
     @classmethod
     def empty(cls, device: str, meta: dict[str, Any]) -> CostTable:
-        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED + OPTIONAL[:3]})
+        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED})
         frame.index.name = "key"
         return cls(device, frame, dict(meta))
 
@@ -180,6 +190,16 @@ class CostTable:
     @property
     def has_energy(self) -> bool:
         return self._energy is not None
+
+    def require_energy(self) -> None:
+        """Raise unless the table prices energy (an energy objective or budget needs it)."""
+        if not self.has_energy:
+            with_energy = [d for d in known_devices() if d != HOST and _has_energy_column(d)]
+            why = self.meta.get("energy", {}).get("why", "its table has no energy_mj column")
+            raise LglsearchError(
+                f"device {self.device!r} has no energy figures ({why}); drop the energy objective or budget, "
+                f"or use a device with energy: {', '.join(with_energy) or 'none installed'}"
+            )
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         return sorted({k for k in keys if k not in self._latency})

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable
@@ -24,7 +24,7 @@ from lglsearch.counting import count
 from lglsearch.nn import build_model
 from lglsearch.space import PRESETS, Arch, Space
 
-__all__ = ["Validation", "sample_archs", "summarise", "validate"]
+__all__ = ["Validation", "sample_archs", "validate"]
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,6 @@ def sample_archs(space: Space, n: int, seed: int) -> list[tuple[str, Arch]]:
         if space.contains(arch):
             archs[arch] = name
     return [(label, arch) for arch, label in archs.items()]
-
-
-def summarise(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
-    error = predicted / measured - 1
-    return {
-        "n": len(measured),
-        "within_10pct": float(np.mean(np.abs(error) <= 0.10)),
-        "within_5pct": float(np.mean(np.abs(error) <= 0.05)),
-        "mape": float(np.mean(np.abs(error))),
-        "mean_error": float(np.mean(error)),
-        "spearman": float(spearmanr(predicted, measured).statistic),
-    }
 
 
 def validate(
@@ -89,8 +77,8 @@ def validate(
         }
     )
     rows["error_pct"] = 100 * (rows["predicted_ms"] / rows["measured_ms"] - 1)
-    raw = summarise(predicted, rows["measured_raw_ms"].to_numpy())
-    summary = summarise(predicted, measured) | {
+    raw = error_summary(predicted, rows["measured_raw_ms"].to_numpy())
+    summary = error_summary(predicted, measured) | {
         "space": space.name,
         "seed": seed,
         "threads": runner.threads,

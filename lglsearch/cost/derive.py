@@ -1,0 +1,188 @@
+"""Deriving a phone's table from that phone's real measurements of other blocks.
+
+1. Time a class-stratified sample of the phone's reference blocks on this machine (host table
+   keys `ref:<key>`, anchored and resumable like every host key).
+2. Fit the per-class transfer model on (host ms, phone ms) pairs, holding out a part.
+3. Time the parts of every EdgeViT op key of the space on this machine (SelfAttn split into its
+   attention and MLP halves) and transfer each part with its class's model.
+4. Model energy from the cited active power of the cores the latency refers to, where such a
+   figure exists (`../shared/data/power/README.md`), and label it modelled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lglsearch.cost.build import load_or_build_host
+from lglsearch.cost.ops import op_input_shape, op_module, op_parts
+from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import CostTable, user_tables_dir
+from lglsearch.cost.transfer import TransferModel, module_features
+from lglsearch.errors import LglsearchError
+
+__all__ = ["PHONES", "Phone", "derive_keys", "derive_table"]
+
+NN_METER = (
+    "nn-Meter (github.com/microsoft/nn-Meter, MIT License, Copyright (c) Microsoft Corporation), branch "
+    "dev/hybrid-transformer, nn_meter/predictor/transformer_predictor/lut/*_lut_ln_v3.json (here {file}): "
+    "Keras blocks as TFLite fp32, "
+    "benchmark_model over adb, 1 thread, taskset 70, 10 warm-up + 50 runs, mean (builder defaults)"
+)
+
+
+@dataclass(frozen=True)
+class Phone:
+    phone: str
+    soc: str
+    cores: str
+    power_w: float | None = None
+    power_source: str = ""
+
+
+_A78_SOURCE = (
+    "Cortex-A78 @ 2.42 GHz, one core busy, 1.88 W average (Xiaomi Mi 11, SPECint2006; Golden Reviewer's "
+    "measurements as reported by tekfiz.com/2021/01/first-snapdragon-888-benchmarks.html; trust medium)"
+)
+
+PHONES: dict[str, Phone] = {
+    "snapdragon888": Phone(
+        "Xiaomi Mi 11",
+        "Qualcomm Snapdragon 888",
+        "one Cortex-A78 core (cores 4-6 by taskset 70)",
+        1.88,
+        _A78_SOURCE,
+    ),
+    "snapdragon855": Phone(
+        "Google Pixel 4",
+        "Qualcomm Snapdragon 855",
+        "one Kryo 485 Gold (Cortex-A76-based) core (cores 4-6)",
+    ),
+    "tensor-g1": Phone(
+        "Google Pixel 6",
+        "Google Tensor (G1)",
+        "one of cores 4-6 (two Cortex-A76, one Cortex-X1) by taskset 70",
+    ),
+    "snapdragon821": Phone(
+        "Google Pixel 1",
+        "Qualcomm Snapdragon 821",
+        "one Kryo core (taskset 70 names cores 4-6, which this 4-core SoC lacks: the cores used are not recorded)",
+    ),
+}
+"""The phones of the shipped reference measurements. Energy only where a cited power figure of the
+cores exists (Snapdragon 888's A78); the others carry latency only."""
+
+
+def _sample_reference(reference: dict[str, float], per_class: int, seed: int) -> list[str]:
+    """Up to `per_class` keys of each op class, drawn with a seeded generator."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[str]] = {c: [] for c in OP_CLASSES}
+    for key in sorted(reference):
+        by_class[reference_class(key)].append(key)
+    sample = []
+    for keys in by_class.values():
+        take = min(per_class, len(keys))
+        sample.extend(keys[i] for i in sorted(rng.choice(len(keys), take, replace=False)))
+    return sample
+
+
+@functools.cache
+def _features(key: str) -> dict[str, float]:
+    return module_features(op_module(key), op_input_shape(key))
+
+
+def derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
+    """Phone latency (ms) of op keys: each part's host time transferred with its class's model."""
+    latency = {}
+    for key in keys:
+        total = 0.0
+        for part, op_class in op_parts(key):
+            features = _features(part) | {"host_ms": host.op_latency(part)}
+            total += float(model.predict(op_class, features)[0])
+        latency[key] = total
+    return pd.Series(latency, name="latency_ms")
+
+
+def derive_table(
+    device: str,
+    keys: Sequence[str],
+    *,
+    reference_path: str | Path | None,
+    space_name: str,
+    runner: OrtRunner | None = None,
+    per_class: int = 300,
+    holdout: float = 0.2,
+    seed: int = 0,
+    out: Path | None = None,
+) -> CostTable:
+    """A phone's table for `keys`; fits the transfer model when given the phone's reference file,
+    else reuses the one stored with the device's existing table."""
+    if device not in PHONES:
+        raise LglsearchError(f"no reference phone named {device!r}; derivable phones: {', '.join(PHONES)}")
+    phone = PHONES[device]
+    host_keys = sorted({part for key in keys for part, _ in op_parts(key)})
+    if reference_path is not None:
+        reference = load_reference(reference_path)
+        sample = _sample_reference(reference, per_class, seed)
+        ref_keys = [f"ref:{k}" for k in sample]
+        host = load_or_build_host([*ref_keys, *host_keys], runner=runner)
+        pairs = pd.DataFrame(
+            [
+                _features(r) | {"host_ms": host.op_latency(r), "op_class": reference_class(k), "phone_ms": reference[k]}
+                for k, r in zip(sample, ref_keys, strict=True)
+            ]
+        )
+        model = TransferModel.fit(pairs, holdout=holdout, seed=seed)
+        table = CostTable.empty(device, _meta(device, phone, Path(reference_path).name, model, len(pairs), host))
+    else:
+        table = CostTable.load(device)
+        if "transfer" not in table.meta:
+            raise LglsearchError(f"the {device} table has no stored transfer model; derive it with --reference FILE")
+        model = TransferModel.from_dict(table.meta["transfer"])
+        host = load_or_build_host(host_keys, runner=runner)
+    rows = derive_keys(table.missing(keys), model, host).to_frame()
+    if phone.power_w is not None:
+        rows["energy_mj"] = rows["latency_ms"] * phone.power_w  # ms x W = mJ
+    table = table.with_rows(rows)
+    if space_name not in table.meta.get("spaces", []):
+        table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
+    table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # a user's derived table goes to the user cache, where it shadows a shipped table of that name
+    table.save((out or user_tables_dir()) / f"{device}.csv")
+    return table
+
+
+def _meta(device: str, phone: Phone, file: str, model: TransferModel, n_pairs: int, host: CostTable) -> dict:
+    meta = {
+        "description": f"{phone.phone} ({phone.soc}), {phone.cores}",
+        "phone": phone.phone,
+        "soc": phone.soc,
+        "cores": phone.cores,
+        "runtime": "TFLite fp32 benchmark_model (the reference measurements)",
+        "runtime_version": "not recorded by the reference",
+        "threads": 1,
+        "precision": "fp32",
+        "method": "derived",
+        "source": NN_METER.format(file=file)
+        + f"; transferred with lglsearch's per-class model from {n_pairs} pairs timed on "
+        f"{host.meta.get('description', 'the host')} (onnxruntime {host.meta.get('runtime_version', '?')})",
+        "transfer": model.to_dict(),
+        "reference_pairs": n_pairs,
+    }
+    if phone.power_w is not None:
+        meta["energy"] = {
+            "method": "modelled",
+            "formula": "energy_mj = latency_ms x active power of the core (W)",
+            "power_w": phone.power_w,
+            "power_source": phone.power_source,
+        }
+    else:
+        meta["energy"] = {"method": "none", "why": "no cited power figure for these cores in the power facts used"}
+    return meta

@@ -1,0 +1,87 @@
+"""Importing per-op measurements made elsewhere as a device's table.
+
+Schema of the CSV: a header, then one row per op key.
+
+    key,latency_ms[,energy_mj]
+    "local_agg:c=36,r=4,hw=56",0.412
+    ...
+
+(keys hold commas, so they are quoted, as any CSV writer does).
+
+`key` is an op key as `lglsearch/cost/ops.py` writes it (one of embed, local_agg, self_attn, head),
+`latency_ms` a positive latency in milliseconds, `energy_mj` (optional) a non-negative energy in
+millijoules. Every row is checked before anything is written; the table goes to the user cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lglsearch.cost.ops import key_tuple
+from lglsearch.cost.table import HOST, CostTable, user_tables_dir
+from lglsearch.errors import LglsearchError
+
+__all__ = ["import_table"]
+
+COLUMNS = ("key", "latency_ms", "energy_mj")
+
+
+def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> CostTable:
+    """Validate `csv_path` and save it as `device`'s table (method `imported`) in the user cache."""
+    if device == HOST or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", device):
+        raise LglsearchError(
+            f"device name {device!r} must be lower-case letters, digits, '-' or '_', and not 'host' "
+            "(the host table is measured here)"
+        )
+    path = Path(csv_path)
+    if not path.is_file():
+        raise LglsearchError(f"CSV {path} does not exist")
+    try:
+        frame = pd.read_csv(path, dtype={"key": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise LglsearchError(
+            f"CSV {path} cannot be read ({str(err).splitlines()[0]}); see the schema in README"
+        ) from None
+    unknown = [c for c in frame.columns if c not in COLUMNS]
+    if unknown or "key" not in frame or "latency_ms" not in frame:
+        raise LglsearchError(
+            f"CSV {path} has columns {list(frame.columns)}; it needs key and latency_ms, and may have energy_mj"
+        )
+    for row, key in enumerate(frame["key"], start=2):
+        try:
+            bad = key_tuple(str(key)) is None
+        except LglsearchError:
+            bad = True
+        if bad:
+            raise LglsearchError(f"CSV {path} line {row}: {key!r} is not an op key (e.g. 'local_agg:c=36,r=4,hw=56')")
+    if frame["key"].duplicated().any():
+        raise LglsearchError(f"CSV {path} lists {frame['key'][frame['key'].duplicated()].iloc[0]!r} twice")
+    for column, lowest in (("latency_ms", "positive"), ("energy_mj", "non-negative")):
+        if column not in frame:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | ((values <= 0) if lowest == "positive" else (values < 0))
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise LglsearchError(
+                f"CSV {path} line {row + 2}: {column} {frame[column].iloc[row]} is not a {lowest} number "
+                f"({'milliseconds' if column == 'latency_ms' else 'millijoules'})"
+            )
+        frame[column] = values
+    table = CostTable.empty(
+        device,
+        {
+            "method": "imported",
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "imported_from": str(path.resolve()),
+            **meta,
+        },
+    )
+    table = table.with_rows(frame.set_index("key"))
+    table.save(user_tables_dir() / f"{device}.csv")
+    return table

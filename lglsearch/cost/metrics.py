@@ -1,0 +1,24 @@
+"""How far predicted latencies are from measured ones: the figures every table reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+__all__ = ["error_summary"]
+
+
+def error_summary(predicted: Any, measured: Any) -> dict[str, Any]:
+    """n, fraction within +-10% and +-5%, mean absolute and mean relative error, Spearman rho."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    error = predicted / measured - 1
+    return {
+        "n": len(measured),
+        "within_10pct": float(np.mean(np.abs(error) <= 0.10)),
+        "within_5pct": float(np.mean(np.abs(error) <= 0.05)),
+        "mape": float(np.mean(np.abs(error))),
+        "mean_error": float(np.mean(error)),
+        "spearman": float(spearmanr(predicted, measured).statistic) if len(measured) > 1 else float("nan"),
+    }

@@ -1,0 +1,140 @@
+"""Host-to-phone latency transfer: fitted per op class on real phone measurements.
+
+For each op class (convolutional, attention, mlp, downsampling) a model linear in
+
+    log(host_ms), log(1 + MACs), log(bytes moved), log(1 + depthwise MACs), number of layers,
+    the squares of the first three, and log(1 + MACs) x log(bytes)
+
+is fitted to log(phone_ms) by least squares on pairs (the same block timed on this machine and on
+the phone). Host time carries what the block does; MACs, bytes and depthwise MACs let the phone
+weigh compute, memory and depthwise kernels differently from the host; the layer count carries
+the runtimes' different cost per layer. Of the forms tried on the Snapdragon 888 pairs, only this
+one held >= 90% of held-out convolutional blocks within +-10% (the first three terms alone:
+74-80%). Features are clipped to the range seen in fitting, so that the squares never extrapolate
+far. A random part of the pairs is held out; the held-out error is what a derived table reports.
+The coefficients are stored with the table, so that op keys of another space can be derived
+later without refitting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from lglsearch.cost.metrics import error_summary
+from lglsearch.cost.reference import OP_CLASSES
+from lglsearch.errors import LglsearchError
+
+__all__ = ["FEATURES", "TransferModel", "module_features"]
+
+FEATURES = ("host_ms", "macs", "bytes", "dw_macs", "layers")
+"""What a block is described by (`module_features` gives all but the host time)."""
+
+FORM = (
+    "log(phone_ms) = b . [1, log host_ms, log(1+MACs), log bytes, log(1+dw MACs), layers, (log host_ms)^2, "
+    "log(1+MACs)^2, (log bytes)^2, log(1+MACs) log bytes], features clipped to the fitted ranges"
+)
+
+
+def module_features(module: nn.Module, shape: Sequence[int]) -> dict[str, float]:
+    """MACs (conv and matmul), bytes moved (fp32 weights, input and output), depthwise-conv MACs
+    and the number of layers run, of one batch-1 run of `module`."""
+    counter = FlopCounterMode(display=False)
+    x = torch.randn(tuple(shape))
+    stats = {"dw_macs": 0.0, "layers": 0.0}
+
+    def hook(layer: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        stats["layers"] += 1
+        if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+            stats["dw_macs"] += output.numel() * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not any(m.children())]
+    try:
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            y = module.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    params = sum(p.numel() for p in module.parameters())
+    return {"macs": counter.get_total_flops() / 2, "bytes": 4.0 * (params + x.numel() + y.numel())} | stats
+
+
+def _raw(f: Mapping[str, Any]) -> np.ndarray:
+    cols = [np.log(f["host_ms"]), np.log1p(f["macs"]), np.log(f["bytes"]), np.log1p(f["dw_macs"]), f["layers"]]
+    return np.column_stack([np.atleast_1d(np.asarray(c, float)) for c in cols])
+
+
+def _design(raw: np.ndarray) -> np.ndarray:
+    host, macs, nbytes = raw[:, 0], raw[:, 1], raw[:, 2]
+    return np.column_stack([np.ones(len(raw)), raw, host**2, macs**2, nbytes**2, macs * nbytes])
+
+
+@dataclass(frozen=True)
+class TransferModel:
+    """Per-class coefficients, feature ranges and held-out errors."""
+
+    coef: Mapping[str, tuple[float, ...]]
+    heldout: Mapping[str, Mapping[str, float]]
+    ranges: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]
+    """Per class, the (min, max) of each raw feature in the fit: predictions clip to it."""
+
+    @classmethod
+    def fit(cls, pairs: pd.DataFrame, *, holdout: float = 0.2, seed: int = 0) -> TransferModel:
+        """Fit on `pairs` (columns op_class, phone_ms and FEATURES), holding out a part."""
+        if not 0 < holdout < 1:
+            raise LglsearchError(f"holdout must be in (0, 1), got {holdout}")
+        rng = np.random.default_rng(seed)
+        coef, heldout, ranges = {}, {}, {}
+        for op_class, group in pairs.groupby("op_class"):
+            test = rng.random(len(group)) < holdout
+            if (~test).sum() < 2 * _design(np.ones((1, len(FEATURES)))).shape[1] or test.sum() < 2:
+                raise LglsearchError(
+                    f"too few reference pairs of class {op_class} ({len(group)}) to fit and hold out; "
+                    "time more (--per-class)"
+                )
+            raw = _raw(group)
+            lo, hi = raw[~test].min(axis=0), raw[~test].max(axis=0)
+            X, y = _design(np.clip(raw, lo, hi)), np.log(group["phone_ms"].to_numpy())
+            beta = np.linalg.lstsq(X[~test], y[~test], rcond=None)[0]
+            coef[op_class] = tuple(float(b) for b in beta)
+            ranges[op_class] = (tuple(lo.tolist()), tuple(hi.tolist()))
+            heldout[op_class] = error_summary(np.exp(X[test] @ beta), np.exp(y[test]))
+        return cls(coef, heldout, ranges)
+
+    def predict(self, op_class: str, features: Mapping[str, Any]) -> np.ndarray:
+        """Phone ms of blocks of `op_class` described by `features` (each of FEATURES)."""
+        if op_class not in self.coef:
+            raise LglsearchError(f"no transfer model for op class {op_class!r}; fitted: {sorted(self.coef)}")
+        lo, hi = self.ranges[op_class]
+        return np.exp(_design(np.clip(_raw(features), lo, hi)) @ np.asarray(self.coef[op_class]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "form": FORM,
+            "features": list(FEATURES),
+            "coef": {k: list(v) for k, v in self.coef.items()},
+            "ranges": {k: [list(lo), list(hi)] for k, (lo, hi) in self.ranges.items()},
+            "heldout": {k: dict(v) for k, v in self.heldout.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TransferModel:
+        malformed = LglsearchError("the table's transfer model is malformed; derive the table again")
+        try:
+            coef = {k: tuple(float(b) for b in v) for k, v in data["coef"].items()}
+            ranges = {k: (tuple(map(float, lo)), tuple(map(float, hi))) for k, (lo, hi) in data["ranges"].items()}
+        except (KeyError, TypeError, ValueError):
+            raise malformed from None
+        width = _design(np.ones((1, len(FEATURES)))).shape[1]
+        if set(coef) - set(OP_CLASSES) or set(coef) != set(ranges) or any(len(v) != width for v in coef.values()):
+            raise malformed
+        return cls(coef, data.get("heldout", {}), ranges)

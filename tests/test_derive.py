@@ -1,0 +1,194 @@
+"""Phone tables: reference blocks, the transfer model, derivation, and the shipped tables."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lglsearch.cost.derive import PHONES, derive_table
+from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
+from lglsearch.cost.reference import load_reference, reference_class, reference_module
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import CostTable, known_devices, shipped_dir
+from lglsearch.cost.transfer import TransferModel
+from lglsearch.errors import LglsearchError
+from lglsearch.space import PRESETS, load_space
+from tests.conftest import SHARED
+
+LUTS = SHARED / "data" / "phone-luts"
+FAST = OrtRunner(warmup=2, runs=8, rounds=2)
+SHIPPED = ("snapdragon888", "snapdragon855", "tensor-g1", "snapdragon821")
+
+
+def _lut(name: str = "xiaomi11-snapdragon888.json") -> dict[str, float]:
+    if not (LUTS / name).is_file():
+        pytest.skip("../shared/data/phone-luts is missing")
+    return load_reference(LUTS / name)
+
+
+def test_every_reference_key_parses_into_the_four_classes():
+    lut = _lut()
+    assert len(lut) == 12_116
+    classes = Counter(reference_class(k) for k in lut)
+    assert classes == {"downsampling": 7740, "convolutional": 1788 + 63 + 12, "mlp": 1436, "attention": 1077}
+
+
+def test_reference_blocks_build_and_keep_their_shapes():
+    lut = _lut()
+    rng = np.random.default_rng(0)
+    keys = sorted(lut)
+    for i in rng.choice(len(keys), 60, replace=False):
+        key = keys[i]
+        module, shape = reference_module(key)
+        with torch.no_grad():
+            y = module.eval()(torch.randn(shape))
+        if key.startswith(("transattn", "transffn")):
+            assert y.shape == shape
+        if key.startswith("mbpool"):
+            assert y.shape == (1, 1000)
+        if key.startswith("transds"):
+            hw, cout, stride = (int(p) for p in np.array(key.split("_"))[[1, 3, 4]])
+            assert y.shape == (1, (-(-hw // stride)) ** 2, cout)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2]", "must be a JSON object"),
+        ('{"transattn_16_48_hard_swish_2_ln": -1}', "latencies are positive ms"),
+        ('{"resnet_block_7": 1.0}', "unknown reference block 'resnet_block_7'"),
+        ("{not json", "is not JSON"),
+    ],
+)
+def test_bad_reference_files(tmp_path, content, message):
+    path = tmp_path / "ref.json"
+    path.write_text(content)
+    with pytest.raises(LglsearchError, match=message):
+        load_reference(path)
+
+
+def test_transfer_model_recovers_a_known_law():
+    rng = np.random.default_rng(1)  # not the fit's split seed: that would hold out exactly the smallest blocks
+    rows = []
+    truth = {"attention": (0.5, 0.9, 0.05, -0.02, 0.01, 0.001), "mlp": (-0.3, 1.1, 0.0, 0.03, 0.0, 0.002)}
+    for op_class, (b0, b1, b2, b3, b4, b5) in truth.items():
+        f = pd.DataFrame(
+            {
+                "host_ms": rng.uniform(0.01, 5, 200),
+                "macs": rng.uniform(1e5, 1e8, 200),
+                "bytes": rng.uniform(1e4, 1e7, 200),
+                "dw_macs": rng.uniform(0, 1e6, 200),
+                "layers": rng.integers(2, 20, 200).astype(float),
+            }
+        )
+        log_phone = (
+            b0
+            + b1 * np.log(f.host_ms)
+            + b2 * np.log1p(f.macs)
+            + b3 * np.log(f.bytes)
+            + b4 * np.log1p(f.dw_macs)
+            + b5 * f.layers
+        )
+        rows.append(f.assign(op_class=op_class, phone_ms=np.exp(log_phone)))
+    model = TransferModel.fit(pd.concat(rows), holdout=0.25)
+    for op_class, coef in truth.items():
+        assert np.allclose(model.coef[op_class][:6], coef, atol=1e-5)
+        assert np.allclose(model.coef[op_class][6:], 0, atol=1e-5)  # no curvature in the truth
+        assert model.heldout[op_class]["within_5pct"] == 1.0 and model.heldout[op_class]["n"] > 20
+    again = TransferModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    features = {"host_ms": 1.0, "macs": 1e6, "bytes": 1e5, "dw_macs": 1e3, "layers": 5.0}
+    assert again.predict("mlp", features) == pytest.approx(model.predict("mlp", features))
+    # outside the fitted range the features are clipped: no runaway extrapolation
+    hi = model.ranges["mlp"][1][0]
+    assert model.predict("mlp", features | {"host_ms": 1e4}) == pytest.approx(
+        model.predict("mlp", features | {"host_ms": float(np.exp(hi))})
+    )
+    with pytest.raises(LglsearchError, match="no transfer model for op class 'downsampling'"):
+        model.predict("downsampling", features)
+
+
+def test_selfattn_parts_hold_the_whole_block():
+    key = "self_attn:c=64,h=2,sr=2,r=4,hw=16,s=pick,p=tconv"
+    whole = sum(p.numel() for p in op_module(key).parameters())
+    parts = sum(sum(p.numel() for p in op_module(k).parameters()) for k, _ in op_parts(key))
+    assert parts == whole
+    assert [c for _, c in op_parts(key)] == ["attention", "mlp"]
+
+
+@pytest.fixture(scope="module")
+def derive_cache(tmp_path_factory):
+    """One user cache for the derivation tests, so host timings of reference blocks are shared."""
+    _lut()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LGLSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
+    keys = space_ops(load_space("tiny"))
+    ref = LUTS / "xiaomi11-snapdragon888.json"
+    table = derive_table("snapdragon888", keys[:20], reference_path=ref, space_name="tiny", runner=FAST, per_class=40)
+    meta = table.meta
+    assert meta["method"] == "derived" and "nn-Meter" in meta["source"] and "MIT" in meta["source"]
+    assert set(meta["transfer"]["heldout"]) == {"convolutional", "attention", "mlp", "downsampling"}
+    assert meta["energy"]["method"] == "modelled" and meta["energy"]["power_w"] == 1.88
+    assert np.allclose(table.frame["energy_mj"], table.frame["latency_ms"] * 1.88)
+    assert "snapdragon888" in known_devices()
+    # the rest of the keys: no reference file, the stored model is reused
+    again = derive_table("snapdragon888", keys, reference_path=None, space_name="tiny", runner=FAST)
+    assert len(again) == len(keys) and again.meta["transfer"]["coef"] == meta["transfer"]["coef"]
+    assert np.allclose(again.frame.loc[table.frame.index, "latency_ms"], table.frame["latency_ms"], rtol=1e-5)
+    arch = load_space("tiny").largest()
+    latency, energy = CostTable.load("snapdragon888").cost(arch)
+    assert latency > 0 and energy == pytest.approx(latency * 1.88)
+
+
+def test_phone_without_power_figures_has_no_energy(derive_cache):
+    keys = space_ops(load_space("tiny"))[:6]
+    table = derive_table(
+        "tensor-g1", keys, reference_path=LUTS / "pixel6-tensor-g1.json", space_name="tiny", runner=FAST, per_class=40
+    )
+    assert not table.has_energy and table.meta["energy"]["method"] == "none"
+    with pytest.raises(LglsearchError, match=r"device 'tensor-g1' has no energy figures"):
+        table.require_energy()
+    with pytest.raises(LglsearchError, match="derivable phones: snapdragon888"):
+        derive_table("iphone", keys, reference_path=None, space_name="tiny")
+    with pytest.raises(LglsearchError, match="too few reference pairs"):
+        derive_table(
+            "tensor-g1",
+            keys,
+            reference_path=LUTS / "pixel6-tensor-g1.json",
+            space_name="tiny",
+            runner=FAST,
+            per_class=5,
+        )
+
+
+# -- the shipped tables --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", SHIPPED)
+def test_shipped_phone_tables(device):
+    path = shipped_dir() / f"{device}.csv"
+    if not path.is_file():
+        pytest.skip(f"{device} is not shipped yet")
+    table = CostTable.load(path)
+    meta = table.meta
+    assert meta["method"] == "derived" and meta["threads"] == 1 and meta["precision"] == "fp32"
+    assert PHONES[device].soc in meta["description"] and "nn-Meter" in meta["source"]
+    for op_class, heldout in meta["transfer"]["heldout"].items():
+        assert heldout["n"] >= 20, op_class
+    for space in (load_space(), load_space("tiny")):
+        assert not table.missing(space_ops(space))
+    for arch in PRESETS.values():
+        assert not table.missing(arch_ops(arch))
+        latency, energy = table.cost(arch)
+        assert latency > 0 and (energy > 0 if device == "snapdragon888" else np.isnan(energy))
+    # bigger presets cost more on every phone
+    costs = [table.latency(PRESETS[n]) for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")]
+    assert costs == sorted(costs)
