@@ -80,8 +80,30 @@ def cmd_lut_build(args: argparse.Namespace) -> None:
 
     space = _space(args.space)
     keys = space_ops(space)
-    runner = OrtRunner(threads=args.threads, runs=args.runs, rounds=args.rounds)
-    report = build_table(args.device, keys, runner=runner, space_name=space.name)
+    if args.adb:
+        from lglsearch.cost.adb import DEFAULT_COMMAND, DEFAULT_PARSE, AdbPhone, BenchmarkCommand
+        from lglsearch.cost.build import build_phone_table
+
+        bench = BenchmarkCommand(
+            template=args.bench_command or DEFAULT_COMMAND,
+            parse=args.bench_parse or DEFAULT_PARSE,
+            binary=args.bench_binary,
+            threads=args.threads,
+            runs=args.runs,
+            cpu_mask=args.cpu_mask,
+        )
+        phone = AdbPhone(args.adb, adb=args.adb_path)
+        report = build_phone_table(
+            args.device,
+            keys,
+            phone=phone,
+            bench=bench,
+            energy_runs=args.energy_runs if args.energy else None,
+            space_name=space.name,
+        )
+    else:
+        runner = OrtRunner(threads=args.threads, runs=args.runs, rounds=args.rounds)
+        report = build_table(args.device, keys, runner=runner, space_name=space.name)
     table = report.table
     print(
         f"{table.device}: {len(keys)} op keys in space {space.name}, {report.measured} measured now "
@@ -341,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--runs", type=int, default=60, help="timed runs per op (default 60)")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--adb", metavar="SERIAL", help="measure on this phone over adb instead of on this machine")
+    p.add_argument("--adb-path", default="adb", help="the adb executable (default: adb on PATH)")
+    p.add_argument(
+        "--bench-binary",
+        default="/data/local/tmp/onnxruntime_perf_test",
+        help="the benchmark binary on the phone (push it there first)",
+    )
+    p.add_argument(
+        "--bench-command",
+        metavar="TEMPLATE",
+        help="command run on the phone per op; fields {taskset} {binary} {runs} {threads} {model} "
+        "(default: onnxruntime_perf_test's)",
+    )
+    p.add_argument("--bench-parse", metavar="REGEX", help="regex whose first group is the latency in ms")
+    p.add_argument("--cpu-mask", metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
+    p.add_argument("--energy", action="store_true", help="also measure energy with the battery fuel gauge")
+    p.add_argument("--energy-runs", type=int, default=2000, help="inferences per energy loop (default 2000)")
     p.set_defaults(func=cmd_lut_build)
     p = lut_sub.add_parser("derive", help="derive a phone's table from its real measurements of other blocks")
     p.add_argument("--device", required=True, help="the phone (snapdragon888, snapdragon855, tensor-g1, snapdragon821)")

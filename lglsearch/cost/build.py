@@ -9,24 +9,30 @@ the table was started, so chunks timed minutes apart are comparable.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import platform
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
+from lglsearch.cost.adb import AdbPhone, BenchmarkCommand
 from lglsearch.cost.ops import op_input_shape, op_module
 from lglsearch.cost.runner import OrtRunner, time_anchored
-from lglsearch.cost.table import HOST, CostTable, table_path
+from lglsearch.cost.table import HOST, CostTable, table_path, user_tables_dir
 from lglsearch.errors import LglsearchError
+from lglsearch.export import export_onnx
 
-__all__ = ["BuildReport", "build_table", "cpu_name", "host_meta", "load_or_build_host"]
+__all__ = ["BuildReport", "build_phone_table", "build_table", "cpu_name", "host_meta", "load_or_build_host"]
 
 
 def cpu_name() -> str:
@@ -82,8 +88,8 @@ def build_table(
     """Measure every key of `keys` the device's table lacks; save after each chunk."""
     if device != HOST:
         raise LglsearchError(
-            f"this machine can only measure the `host` table, not {device!r}; phone tables are derived or "
-            "imported (see `lglsearch lut --help`)"
+            f"this machine can only measure the `host` table, not {device!r}; measure a phone with --adb SERIAL, "
+            "or derive or import its table (see `lglsearch lut --help`)"
         )
     path = table_path(device)
     table = CostTable.load(path) if path.with_suffix(".json").is_file() else CostTable.empty(device, host_meta(runner))
@@ -135,3 +141,64 @@ def load_or_build_host(
     todo = len(table.missing(keys)) if table else len(set(keys))
     print(f"lglsearch: measuring {todo} op(s) missing from the host table ({path})", file=sys.stderr)
     return build_table(HOST, keys, runner=runner, space_name=space_name).table
+
+
+def build_phone_table(
+    device: str,
+    keys: Sequence[str],
+    *,
+    phone: AdbPhone,
+    bench: BenchmarkCommand,
+    energy_runs: int | None = None,
+    space_name: str | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Measure every key the phone's table lacks on the phone itself, saving after each op."""
+    if device == HOST:
+        raise LglsearchError("`host` is this machine; name the phone's table with --device (e.g. pixel8)")
+    phone.check()
+    path = user_tables_dir() / f"{device}.csv"
+    if path.with_suffix(".json").is_file():
+        table = CostTable.load(path)
+        if table.meta.get("method") != "measured" or table.meta.get("adb_serial") != phone.serial:
+            raise LglsearchError(
+                f"a table named {device!r} already exists ({table.meta.get('method')}, "
+                f"{table.meta.get('adb_serial', 'no adb serial')}); pick another --device name"
+            )
+    else:
+        props = phone.describe()
+        table = CostTable.empty(
+            device,
+            {
+                "description": f"{props['model']} ({props['soc']}), Android {props['android']}",
+                "runtime": bench.binary.rsplit("/", 1)[-1],
+                "runtime_version": "as pushed by the user",
+                "threads": bench.threads,
+                "precision": "fp32",
+                "method": "measured",
+                "source": f"lglsearch lut build --adb {phone.serial}: `{bench.render('MODEL')}`, "
+                f"parsed with {bench.parse!r}",
+                "adb_serial": phone.serial,
+                "cpu_mask": bench.cpu_mask,
+                "spaces": [],
+                "energy": {"method": "measured (battery fuel gauge, busy minus idle)", "runs": energy_runs}
+                if energy_runs
+                else {"method": "none", "why": "built without --energy"},
+            },
+        )
+    if space_name and space_name not in table.meta.get("spaces", []):
+        table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
+    missing = table.missing(keys)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lglsearch-adb-") as tmp:
+        for key in tqdm(missing, desc=f"lut build {device}", unit="op", disable=not progress, file=sys.stderr):
+            local = Path(tmp) / f"op-{hashlib.sha1(key.encode()).hexdigest()[:12]}.onnx"
+            export_onnx(op_module(key), torch.randn(op_input_shape(key)), local)
+            remote = phone.push(local)
+            row = {"latency_ms": phone.latency_ms(remote, bench), "runs": bench.runs}
+            if energy_runs:
+                row["energy_mj"] = phone.energy_mj(remote, bench, runs=energy_runs)
+            table = table.with_rows(pd.DataFrame([row], index=pd.Index([key], name="key")))
+            table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            table.save(path)
+    return BuildReport(table, len(missing), time.perf_counter() - start)
