@@ -1,0 +1,1 @@
+"""Proxy data, supernet training, BN recalibration and evaluation."""

@@ -1,0 +1,186 @@
+"""Image data for proxy training: the embedded Fashion-MNIST subset, IDX directories, ImageFolder.
+
+The default everywhere is a class-balanced subset of Fashion-MNIST shipped inside the package
+(`proxy_fashion_mnist.npz`: 1,000 training images per class from the training split and 200
+validation images per class from the test split, 28x28 grayscale; Zalando SE, MIT licence, its
+notice beside the file). It is rebuilt reproducibly from the IDX files by `make_proxy`. Users
+point `--data` at the full Fashion-MNIST (a directory of its four IDX files, e.g.
+`/usr/share/datasets/fashion-mnist`) or at any ImageFolder directory (e.g. ImageNet, with
+`train/` and `val/` inside).
+
+Images are served at the proxy resolution, as 3 channels (grayscale repeated), normalised; the
+training split gets random crops (padding 1/8) and horizontal flips.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from lglsearch.errors import LglsearchError
+
+__all__ = ["PROXY", "ImageData", "load_data", "make_proxy", "read_idx"]
+
+PROXY = "proxy"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "val_x": "t10k-images-idx3-ubyte",
+    "val_y": "t10k-labels-idx1-ubyte",
+}
+_MEAN, _STD = 0.286, 0.353  # Fashion-MNIST's pixel mean and std (of the training split)
+
+
+def _proxy_path() -> Path:
+    return Path(str(importlib.resources.files("lglsearch.train"))) / "proxy_fashion_mnist.npz"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (gzip'd or not) as a uint8 array: images (N, H, W) or labels (N,)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (2049, 2051):
+        raise LglsearchError(f"{path} is not an IDX file of uint8 images or labels (magic {magic})")
+    count = int.from_bytes(raw[4:8], "big")
+    if magic == 2049:
+        data = np.frombuffer(raw, np.uint8, offset=8)
+        shape: tuple[int, ...] = (count,)
+    else:
+        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
+        data = np.frombuffer(raw, np.uint8, offset=16)
+        shape = (count, rows, cols)
+    if data.size != int(np.prod(shape)):
+        raise LglsearchError(f"{path} is truncated: {data.size} bytes of data for shape {shape}")
+    return data.reshape(shape).copy()  # writable, so torch can share it
+
+
+def _idx_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem, f"{stem}.gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _read_idx_dir(directory: Path) -> dict[str, np.ndarray]:
+    files = {k: _idx_file(directory, stem) for k, stem in _IDX_FILES.items()}
+    missing = [_IDX_FILES[k] for k, f in files.items() if f is None]
+    if missing:
+        raise LglsearchError(f"{directory} lacks the IDX file(s) {missing} (.gz or not)")
+    return {k: read_idx(f) for k, f in files.items()}
+
+
+def make_proxy(
+    idx_dir: str | Path, out: str | Path, *, train_per_class: int = 1000, val_per_class: int = 200, seed: int = 0
+) -> Path:
+    """Write the class-balanced subset archive from Fashion-MNIST's IDX files (reproducible)."""
+    arrays = _read_idx_dir(Path(idx_dir))
+    rng = np.random.default_rng(seed)
+    picked = {}
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        idx = np.concatenate([np.sort(rng.choice(np.flatnonzero(y == c), per_class, replace=False)) for c in range(10)])
+        picked[f"{split}_x"], picked[f"{split}_y"] = x[idx], y[idx]
+    out = Path(out)
+    with out.open("wb") as f:
+        np.savez_compressed(f, **picked)
+    return out
+
+
+class ArrayImages(Dataset):
+    """uint8 grayscale images and labels served as normalised 3-channel tensors."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: v2.Transform) -> None:
+        self.images = torch.from_numpy(np.array(images, copy=not images.flags.writeable))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i].unsqueeze(0).expand(3, -1, -1)
+        return self.transform(image), int(self.labels[i])
+
+
+@dataclass(frozen=True)
+class ImageData:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    source: str
+    """What the data is, for provenance in reports and cache keys."""
+
+
+def _transforms(resolution: int, train: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Transform:
+    steps: list[v2.Transform] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    steps.append(v2.Resize((resolution, resolution), antialias=True))
+    if train:
+        steps += [v2.RandomCrop(resolution, padding=max(resolution // 8, 1)), v2.RandomHorizontalFlip()]
+    return v2.Compose([*steps, v2.Normalize(mean, std)])
+
+
+def load_data(spec: str | Path | None, resolution: int) -> ImageData:
+    """The embedded proxy (None or "proxy"), a directory of Fashion-MNIST IDX files, or an
+    ImageFolder directory (with `train/` and `val/` inside)."""
+    gray = ((_MEAN,) * 3, (_STD,) * 3)
+    if spec is None or str(spec) == PROXY:
+        with np.load(_proxy_path()) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        source = "embedded Fashion-MNIST subset (10,000 train / 2,000 val, class-balanced; Zalando SE, MIT)"
+        return _arrays(arrays, resolution, gray, source)
+    path = Path(spec)
+    if not path.is_dir():
+        raise LglsearchError(
+            f"data path {path} does not exist or is not a directory; give a directory of "
+            "Fashion-MNIST IDX files, an ImageFolder directory, or leave --data out for the proxy"
+        )
+    if _idx_file(path, _IDX_FILES["train_x"]) is not None:
+        return _arrays(_read_idx_dir(path), resolution, gray, f"Fashion-MNIST IDX files in {path.resolve()}")
+    return _image_folder(path, resolution)
+
+
+def _arrays(arrays: dict[str, np.ndarray], resolution: int, stats: tuple, source: str) -> ImageData:
+    return ImageData(
+        ArrayImages(arrays["train_x"], arrays["train_y"], _transforms(resolution, True, *stats)),
+        ArrayImages(arrays["val_x"], arrays["val_y"], _transforms(resolution, False, *stats)),
+        int(max(arrays["train_y"].max(), arrays["val_y"].max())) + 1,
+        source,
+    )
+
+
+def _image_folder(path: Path, resolution: int) -> ImageData:
+    from torchvision.datasets import ImageFolder
+
+    rgb = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet statistics
+    if not (path / "train").is_dir() or not (path / "val").is_dir():
+        raise LglsearchError(f"ImageFolder data {path} needs `train/` and `val/` subdirectories of class folders")
+    try:
+        train = ImageFolder(str(path / "train"), transform=_transforms(resolution, True, *rgb))
+        val = ImageFolder(str(path / "val"), transform=_transforms(resolution, False, *rgb))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise LglsearchError(f"ImageFolder data {path} holds no images ({err})".replace("\n", " ")) from None
+    if train.classes != val.classes:
+        raise LglsearchError(f"{path}: train/ and val/ have different class folders")
+    return ImageData(train, val, len(train.classes), f"ImageFolder {path.resolve()}")
