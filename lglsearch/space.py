@@ -599,18 +599,31 @@ class Space:
 
         return self._make(pick)
 
-    def with_resolution(self, resolution: int) -> Space:
-        """The same choices at another input resolution (validated again)."""
+    def with_resolution(self, resolution: int, num_classes: int | None = None) -> Space:
+        """The same choices at another input resolution (and class count), validated again."""
+        classes = self.num_classes if num_classes is None else num_classes
         return Space(
             stages=self.stages,
             resolution=resolution,
-            num_classes=self.num_classes,
+            num_classes=classes,
             sampler=self.sampler,
             propagation=self.propagation,
             name=self.name,
             description=self.description,
-            source=f"{self.source} @{resolution}",
+            source=f"{self.source} @{resolution}" + ("" if classes == self.num_classes else f"/{classes} classes"),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping of the space (what `from_dict` reads)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "sampler": list(self.sampler),
+            "propagation": list(self.propagation),
+            "stages": [{k: list(v) for k, v in dataclasses.asdict(st).items()} for st in self.stages],
+        }
 
     def __repr__(self) -> str:
         return f"Space({self.name!r}, {len(self.stages)} stages, {self.size():,} archs, @{self.resolution})"

@@ -47,8 +47,14 @@ def _layer_norm(x: torch.Tensor, layer: nn.LayerNorm) -> torch.Tensor:
 
 
 def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
-    # sliced running statistics are views: training updates the full buffers in place
+    # sliced running statistics are views: training updates the full buffers in place; momentum
+    # None is a cumulative average (as nn.BatchNorm2d does it), used for BN recalibration
     c = x.shape[1]
+    momentum = layer.momentum
+    if layer.training:
+        layer.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(layer.num_batches_tracked)
     return F.batch_norm(
         x,
         layer.running_mean[:c],
@@ -56,7 +62,7 @@ def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
         layer.weight[:c],
         layer.bias[:c],
         layer.training,
-        layer.momentum,
+        momentum or 0.0,
         layer.eps,
     )
 

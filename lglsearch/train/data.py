@@ -128,6 +128,8 @@ class ArrayImages(Dataset):
 class ImageData:
     train: Dataset
     val: Dataset
+    calib: Dataset
+    """The training images without augmentation: for BatchNorm recalibration."""
     num_classes: int
     source: str
     """What the data is, for provenance in reports and cache keys."""
@@ -165,6 +167,7 @@ def _arrays(arrays: dict[str, np.ndarray], resolution: int, stats: tuple, source
     return ImageData(
         ArrayImages(arrays["train_x"], arrays["train_y"], _transforms(resolution, True, *stats)),
         ArrayImages(arrays["val_x"], arrays["val_y"], _transforms(resolution, False, *stats)),
+        ArrayImages(arrays["train_x"], arrays["train_y"], _transforms(resolution, False, *stats)),
         int(max(arrays["train_y"].max(), arrays["val_y"].max())) + 1,
         source,
     )
@@ -179,8 +182,9 @@ def _image_folder(path: Path, resolution: int) -> ImageData:
     try:
         train = ImageFolder(str(path / "train"), transform=_transforms(resolution, True, *rgb))
         val = ImageFolder(str(path / "val"), transform=_transforms(resolution, False, *rgb))
+        calib = ImageFolder(str(path / "train"), transform=_transforms(resolution, False, *rgb))
     except (FileNotFoundError, RuntimeError) as err:
         raise LglsearchError(f"ImageFolder data {path} holds no images ({err})".replace("\n", " ")) from None
     if train.classes != val.classes:
         raise LglsearchError(f"{path}: train/ and val/ have different class folders")
-    return ImageData(train, val, len(train.classes), f"ImageFolder {path.resolve()}")
+    return ImageData(train, val, calib, len(train.classes), f"ImageFolder {path.resolve()}")

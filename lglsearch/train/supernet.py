@@ -1,0 +1,267 @@
+"""Training the proxy supernet, and the proxy accuracy of any arch of its space.
+
+Training follows the sandwich rule with in-place distillation (Yu et al., BigNAS / "Universally
+slimmable networks"): every step trains the largest arch on the labels, then the smallest and
+`n_random` random archs on the largest's soft predictions, and takes one AdamW step on the summed
+gradients; the learning rate follows a cosine schedule with warm-up (timm's scheduler). A
+checkpoint is written atomically after every epoch and training resumes from it, so an
+interruption loses at most the current epoch. Trained supernets are cached under the user cache,
+keyed by what determines them (space, data, resolution, budget, seed, recipe), so a search reuses
+one instead of training again.
+
+`accuracy(arch)` recalibrates BatchNorm statistics for the arch on a few unaugmented training
+batches (the shared running statistics belong to no single arch), then measures top-1 on the
+validation split; with a seed it is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from lglsearch.errors import LglsearchError
+from lglsearch.nn.supernet import Supernet
+from lglsearch.space import Arch, Space, load_space
+from lglsearch.train.data import ImageData, load_data
+
+__all__ = ["TrainConfig", "TrainedSupernet", "accuracy", "load_supernet", "supernet_dir", "train_supernet"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained supernet (and so its cache key)."""
+
+    space: str | None = None  # a space file or shipped name; None = the default space
+    data: str | None = None  # None = the embedded proxy
+    resolution: int = 64
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    n_random: int = 2
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # a quick mode for tests and demos
+
+    def key(self, space: Space, data_source: str) -> str:
+        """A short hash of the resolved space, data and recipe."""
+        recipe = dataclasses.asdict(self) | {"space": space.to_dict(), "data": data_source}
+        return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class TrainedSupernet:
+    net: Supernet
+    config: TrainConfig
+    data: ImageData
+    directory: Path
+    epochs_done: int
+
+
+def supernet_dir() -> Path:
+    from lglsearch.cost.table import cache_dir
+
+    return cache_dir() / "supernets"
+
+
+def _resolve(config: TrainConfig) -> tuple[Space, ImageData]:
+    data = load_data(config.data, config.resolution)
+    space = load_space(config.space).with_resolution(config.resolution, data.num_classes)
+    return space, data
+
+
+def _loader(dataset: Any, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bool = True) -> TrainedSupernet:
+    """Train (or resume, or reuse from the cache) the supernet `config` describes."""
+    if config.epochs < 1:
+        raise LglsearchError(f"epochs must be >= 1, got {config.epochs}")
+    space, data = _resolve(config)
+    directory = out or supernet_dir() / config.key(space, data.source)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(
+        json.dumps(
+            dataclasses.asdict(config) | {"data_source": data.source, "space_resolved": space.to_dict()}, indent=2
+        )
+    )
+    torch.manual_seed(config.seed)
+    net = Supernet(space)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = _loader(data.train, config.batch_size, config.seed, shuffle=True)
+    steps = min(len(loader), config.max_steps_per_epoch or len(loader))
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=config.epochs * steps,
+        warmup_t=config.warmup_epochs * steps,
+        warmup_lr_init=config.lr / 100,
+        lr_min=config.lr / 100,
+        t_in_epochs=False,
+    )
+    start_epoch = 0
+    checkpoint = directory / CHECKPOINT
+    if checkpoint.is_file():
+        state = _read_checkpoint(checkpoint, config, space)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"]
+        if progress and start_epoch < config.epochs:
+            print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng(config.seed + epoch)  # per epoch, so a resumed run draws the same archs
+        net.train()
+        bar = tqdm(
+            total=steps,
+            desc=f"supernet epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not progress,
+            file=sys.stderr,
+        )
+        seen, started = 0, time.perf_counter()
+        loader = _loader(data.train, config.batch_size, config.seed + epoch, shuffle=True)
+        for step, (images, labels) in enumerate(loader):
+            if step >= steps:
+                break
+            loss = _sandwich_step(net, space, images, labels, rng, config.n_random)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step_update(epoch * steps + step + 1)
+            seen += len(labels)
+            bar.set_postfix(
+                loss=f"{loss:.3f}", img_s=f"{seen * (2 + config.n_random) / (time.perf_counter() - started):.0f}"
+            )
+            bar.update(1)
+        bar.close()
+        _save_atomic(
+            {
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "config": dataclasses.asdict(config),
+                "space": space.to_dict(),
+            },
+            checkpoint,
+        )
+    return TrainedSupernet(net.eval(), config, data, directory, config.epochs)
+
+
+def _sandwich_step(
+    net: Supernet, space: Space, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, n_random: int
+) -> float:
+    logits = net.set_arch(space.largest())(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    soft = F.softmax(logits.detach(), dim=-1)
+    total = loss.item()
+    for arch in [space.smallest(), *(space.sample(rng) for _ in range(n_random))]:
+        student = F.log_softmax(net.set_arch(arch)(images), dim=-1)
+        distill = F.kl_div(student, soft, reduction="batchmean")
+        distill.backward()
+        total += distill.item()
+    return total
+
+
+def _read_checkpoint(path: Path, config: TrainConfig, space: Space) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file raises many types
+        raise LglsearchError(
+            f"supernet checkpoint {path} is corrupt ({type(err).__name__}); delete it to retrain"
+        ) from None
+    if not isinstance(state, dict) or {"net", "optimizer", "epoch", "space"} - set(state):
+        raise LglsearchError(f"supernet checkpoint {path} is not one of lglsearch's; delete it to retrain")
+    if state["space"] != space.to_dict():
+        raise LglsearchError(
+            f"supernet checkpoint {path} was trained for another space ({state['space'].get('name')}); "
+            "pass that space, or another --out"
+        )
+    return state
+
+
+def load_supernet(directory: str | Path, space: Space | None = None) -> Supernet:
+    """A trained supernet from its directory, checked against `space` when given."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        raise LglsearchError(f"no supernet checkpoint at {path}; train one with `lglsearch supernet train`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        trained_space = Space.from_dict(state["space"], source=str(path))
+    except Exception as err:  # a truncated or foreign file raises many types
+        raise LglsearchError(
+            f"supernet checkpoint {path} is corrupt or not lglsearch's ({type(err).__name__})"
+        ) from None
+    if space is not None and space.to_dict() != trained_space.to_dict():
+        raise LglsearchError(
+            f"the supernet at {directory} was trained for space {trained_space.name!r} "
+            f"@{trained_space.resolution}, not {space.name!r} @{space.resolution}"
+        )
+    net = Supernet(trained_space)
+    net.load_state_dict(state["net"])
+    return net.eval()
+
+
+@torch.no_grad()
+def accuracy(
+    net: Supernet,
+    arch: Arch,
+    data: ImageData,
+    *,
+    calib_batches: int = 8,
+    batch_size: int = 128,
+    seed: int = 0,
+    max_val: int | None = None,
+) -> float:
+    """Top-1 on the validation split after recalibrating BatchNorm for `arch`."""
+    net.set_arch(arch)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    net.train()
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(data.calib), generator=gen)[: calib_batches * batch_size].tolist()
+    for images, _ in _loader(Subset(data.calib, picks), batch_size, seed, shuffle=False):
+        net(images)
+    net.eval()
+    val = data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val))))
+    correct = total = 0
+    for images, labels in _loader(val, 256, seed, shuffle=False):
+        correct += int((net(images).argmax(dim=-1) == labels).sum())
+        total += len(labels)
+    for m, (momentum, mean, var) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+    return correct / total
