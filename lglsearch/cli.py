@@ -335,6 +335,46 @@ def cmd_space(args: argparse.Namespace) -> None:
         print(f"sample      {arch}  ({c.macs_g:.3f} GMACs, {c.params_m:.2f} M)")
 
 
+def cmd_supernet_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lglsearch.train.supernet import TrainConfig, epochs_for_minutes, train_supernet
+
+    config = TrainConfig(
+        space=args.space,
+        data=args.data,
+        resolution=args.resolution,
+        epochs=args.epochs or 1,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_steps_per_epoch=2 if args.smoke_test else None,
+    )
+    if args.minutes is not None:
+        epochs = epochs_for_minutes(config, args.minutes)
+        config = TrainConfig(**{**config.__dict__, "epochs": epochs})
+        print(f"lglsearch: {args.minutes:g} minutes on this machine fit {epochs} epoch(s)", file=sys.stderr)
+    trained = train_supernet(config, Path(args.out) if args.out else None)
+    print(f"supernet: {trained.directory} ({trained.epochs_done} epoch(s), {trained.data.source})")
+
+
+def cmd_supernet_eval(args: argparse.Namespace) -> None:
+    from lglsearch.space import parse_arch
+    from lglsearch.train.data import load_data
+    from lglsearch.train.supernet import accuracy, load_supernet
+
+    net = load_supernet(args.supernet)
+    arch = parse_arch(args.arch)
+    if arch.resolution != net.space.resolution or arch.num_classes != net.space.num_classes:
+        arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
+    data = load_data(args.data, net.space.resolution)
+    top1 = accuracy(net, arch, data, seed=args.seed)
+    print(
+        json.dumps({"arch_id": arch.id, "accuracy": top1, "supernet": args.supernet})
+        if args.json
+        else f"{arch}\nproxy top-1 {100 * top1:.2f}% ({data.source})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lglsearch",
@@ -431,6 +471,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", metavar="FILE", help="check that the arch belongs to this space")
     p.set_defaults(func=cmd_export)
 
+    sn = sub.add_parser("supernet", help="train the proxy supernet and read accuracies from it")
+    sn_sub = sn.add_subparsers(dest="supernet_command", required=True, metavar="SUPERNET_COMMAND")
+    p = sn_sub.add_parser("train", help="train (or resume, or reuse from the cache) a supernet")
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument(
+        "--data",
+        metavar="D",
+        help="a directory of Fashion-MNIST IDX files or an ImageFolder (default: the embedded proxy)",
+    )
+    p.add_argument("--resolution", type=int, default=64, help="proxy input resolution (default 64)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="epochs to train (default 1)")
+    budget.add_argument("--minutes", type=float, help="a time budget on this machine, turned into epochs")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="where to keep it (default: the user cache, keyed by the config)")
+    p.add_argument("--smoke-test", action="store_true", help="two steps per epoch: check the pipeline")
+    p.set_defaults(func=cmd_supernet_train)
+    p = sn_sub.add_parser("eval", help="proxy accuracy of an arch from a trained supernet")
+    p.add_argument("--supernet", required=True, metavar="DIR")
+    p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
+    p.add_argument("--data", metavar="D", help="the data it was trained on (default: the embedded proxy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_supernet_eval)
+
     p = sub.add_parser("space", help="summarise a search space")
     p.add_argument("--space", metavar="FILE", help=space_help)
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also draw N random archs")
@@ -446,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except LglsearchError as err:
-        command = " ".join(filter(None, (args.command, getattr(args, "lut_command", None))))
+        sub_command = getattr(args, "lut_command", None) or getattr(args, "supernet_command", None)
+        command = " ".join(filter(None, (args.command, sub_command)))
         print(f"lglsearch {command}: error: {err}", file=sys.stderr)
         return 2
     return 0

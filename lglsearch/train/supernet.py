@@ -39,7 +39,15 @@ from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Arch, Space, load_space
 from lglsearch.train.data import ImageData, load_data
 
-__all__ = ["TrainConfig", "TrainedSupernet", "accuracy", "load_supernet", "supernet_dir", "train_supernet"]
+__all__ = [
+    "TrainConfig",
+    "TrainedSupernet",
+    "accuracy",
+    "epochs_for_minutes",
+    "load_supernet",
+    "supernet_dir",
+    "train_supernet",
+]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -139,7 +147,9 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
         if progress and start_epoch < config.epochs:
             print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
     for epoch in range(start_epoch, config.epochs):
-        rng = np.random.default_rng(config.seed + epoch)  # per epoch, so a resumed run draws the same archs
+        # seeded per epoch, so a resumed run draws the same archs and augmentations as an uninterrupted one
+        rng = np.random.default_rng(config.seed + epoch)
+        torch.manual_seed(config.seed + epoch)
         net.train()
         bar = tqdm(
             total=steps,
@@ -174,6 +184,26 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
             checkpoint,
         )
     return TrainedSupernet(net.eval(), config, data, directory, config.epochs)
+
+
+def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int = 3) -> int:
+    """How many epochs of `config` fit in `minutes` on this machine, from timing a few steps."""
+    if minutes <= 0:
+        raise LglsearchError(f"minutes must be > 0, got {minutes}")
+    space, data = _resolve(config)
+    net = Supernet(space).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    loader = iter(_loader(data.train, config.batch_size, config.seed, shuffle=True))
+    rng = np.random.default_rng(config.seed)
+    _sandwich_step(net, space, *next(loader), rng, config.n_random)  # warm-up
+    started = time.perf_counter()
+    for _ in range(probe_steps):
+        _sandwich_step(net, space, *next(loader), rng, config.n_random)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    per_step = (time.perf_counter() - started) / probe_steps
+    steps = min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
+    return max(1, int(minutes * 60 / (per_step * steps)))
 
 
 def _sandwich_step(
@@ -245,7 +275,7 @@ def accuracy(
     """Top-1 on the validation split after recalibrating BatchNorm for `arch`."""
     net.set_arch(arch)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the calibration batches
@@ -260,8 +290,9 @@ def accuracy(
     for images, labels in _loader(val, 256, seed, shuffle=False):
         correct += int((net(images).argmax(dim=-1) == labels).sum())
         total += len(labels)
-    for m, (momentum, mean, var) in zip(norms, saved, strict=True):
+    for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.running_mean.copy_(mean)
         m.running_var.copy_(var)
+        m.num_batches_tracked.copy_(tracked)
     return correct / total

@@ -1,0 +1,96 @@
+"""Supernet training: resumable, cached, deterministic; BN-recalibrated accuracy (tiny space)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lglsearch.train.supernet as trainer
+from lglsearch.errors import LglsearchError
+from lglsearch.train.supernet import TrainConfig, accuracy, load_supernet, train_supernet
+
+QUICK = TrainConfig(space="tiny", epochs=2, batch_size=16, max_steps_per_epoch=2, n_random=1)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    straight = train_supernet(QUICK, tmp_path / "a", progress=False)
+    assert straight.epochs_done == 2 and (tmp_path / "a" / "checkpoint.pt").is_file()
+
+    calls = {"n": 0}
+    real_step = trainer._sandwich_step
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first step of epoch 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_sandwich_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(QUICK, tmp_path / "b", progress=False)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1  # epoch 1 kept
+    monkeypatch.setattr(trainer, "_sandwich_step", real_step)
+    resumed = train_supernet(QUICK, tmp_path / "b", progress=False)
+    for key, value in straight.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[key]), key
+
+
+def test_trained_supernets_are_cached_by_config():
+    first = train_supernet(QUICK, progress=False)
+    stamp = (first.directory / "checkpoint.pt").stat().st_mtime_ns
+    again = train_supernet(QUICK, progress=False)
+    assert again.directory == first.directory and (first.directory / "checkpoint.pt").stat().st_mtime_ns == stamp
+    other = train_supernet(TrainConfig(**{**QUICK.__dict__, "seed": 1, "epochs": 1}), progress=False)
+    assert other.directory != first.directory
+    assert json.loads((first.directory / "config.json").read_text())["space"] == "tiny"
+
+
+def test_accuracy_is_deterministic_and_leaves_the_supernet_as_it_was(tmp_path):
+    trained = train_supernet(QUICK, tmp_path, progress=False)
+    net, space = trained.net, trained.net.space
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arch = space.largest()
+    a = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, max_val=200)
+    b = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, max_val=200)
+    assert a == b and 0.0 <= a <= 1.0
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    loaded = load_supernet(tmp_path, space)
+    assert accuracy(loaded, arch, trained.data, calib_batches=2, batch_size=32, max_val=200) == a
+
+
+def test_bad_checkpoints_and_spaces(tmp_path):
+    train_supernet(QUICK, tmp_path, progress=False)
+    from lglsearch.space import load_space
+
+    with pytest.raises(LglsearchError, match="was trained for space 'tiny' @64, not 'edgevit' @64"):
+        load_supernet(tmp_path, load_space().with_resolution(64, 10))
+    with pytest.raises(LglsearchError, match="was trained for another space"):
+        train_supernet(TrainConfig(**{**QUICK.__dict__, "space": None}), tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"truncated")
+    with pytest.raises(LglsearchError, match="is corrupt"):
+        load_supernet(tmp_path)
+    with pytest.raises(LglsearchError, match="no supernet checkpoint"):
+        load_supernet(tmp_path / "nowhere")
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    from lglsearch.cli import main
+
+    out = tmp_path / "sn"
+    assert main(["supernet", "train", "--space", "tiny", "--smoke-test", "--out", str(out)]) == 0
+    assert "1 epoch(s)" in capsys.readouterr().out
+    assert main(["supernet", "eval", "--supernet", str(out), "--arch", "edgevit_xxs", "--json"]) == 2
+    assert "outside the space" in capsys.readouterr().err
+    from lglsearch.space import load_space
+
+    arch = load_space("tiny").smallest()
+    assert main(["supernet", "eval", "--supernet", str(out), "--arch", arch.to_json(), "--json"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1
