@@ -1,0 +1,68 @@
+"""Training one arch on its own with the supernet's recipe: the fair reference for proxy accuracy."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from tqdm import tqdm
+
+from lglsearch.nn import EdgeViT, build_model
+from lglsearch.space import Arch
+from lglsearch.train.data import ImageData
+from lglsearch.train.supernet import TrainConfig, _loader
+
+__all__ = ["evaluate", "train_standalone"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData) -> float:
+    """Top-1 on the validation split."""
+    model.eval()
+    correct = total = 0
+    for images, labels in _loader(data.val, 256, 0, shuffle=False):
+        correct += int((model(images).argmax(dim=-1) == labels).sum())
+        total += len(labels)
+    return correct / total
+
+
+def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progress: bool = True) -> EdgeViT:
+    """`arch` trained from scratch on `data` with `config`'s epochs, batch, AdamW and cosine schedule."""
+    torch.manual_seed(config.seed)
+    model = build_model(arch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=config.epochs * steps,
+        warmup_t=config.warmup_epochs * steps,
+        warmup_lr_init=config.lr / 100,
+        lr_min=config.lr / 100,
+        t_in_epochs=False,
+    )
+    for epoch in range(config.epochs):
+        torch.manual_seed(config.seed + epoch)
+        model.train()
+        loader = _loader(data.train, config.batch_size, config.seed + epoch, shuffle=True)
+        bar = tqdm(
+            total=steps,
+            desc=f"{arch.id} epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not progress,
+            file=sys.stderr,
+        )
+        for step, (images, labels) in enumerate(loader):
+            if step >= steps:
+                break
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step_update(epoch * steps + step + 1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+        bar.close()
+    return model.eval()
