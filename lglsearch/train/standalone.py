@@ -6,14 +6,13 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from timm.scheduler import CosineLRScheduler
 from torch import nn
 from tqdm import tqdm
 
 from lglsearch.nn import EdgeViT, build_model
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
-from lglsearch.train.supernet import TrainConfig, _loader
+from lglsearch.train.supernet import TrainConfig, _loader, make_optimizer, steps_per_epoch
 
 __all__ = ["evaluate", "train_standalone"]
 
@@ -33,16 +32,8 @@ def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progre
     """`arch` trained from scratch on `data` with `config`'s epochs, batch, AdamW and cosine schedule."""
     torch.manual_seed(config.seed)
     model = build_model(arch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=config.epochs * steps,
-        warmup_t=config.warmup_epochs * steps,
-        warmup_lr_init=config.lr / 100,
-        lr_min=config.lr / 100,
-        t_in_epochs=False,
-    )
+    steps = steps_per_epoch(config, data)
+    optimizer, scheduler = make_optimizer(model, config, steps)
     for epoch in range(config.epochs):
         torch.manual_seed(config.seed + epoch)
         model.train()

@@ -45,6 +45,8 @@ __all__ = [
     "accuracy",
     "epochs_for_minutes",
     "load_supernet",
+    "make_optimizer",
+    "steps_per_epoch",
     "supernet_dir",
     "train_supernet",
 ]
@@ -126,17 +128,8 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
     )
     torch.manual_seed(config.seed)
     net = Supernet(space)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loader = _loader(data.train, config.batch_size, config.seed, shuffle=True)
-    steps = min(len(loader), config.max_steps_per_epoch or len(loader))
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=config.epochs * steps,
-        warmup_t=config.warmup_epochs * steps,
-        warmup_lr_init=config.lr / 100,
-        lr_min=config.lr / 100,
-        t_in_epochs=False,
-    )
+    steps = steps_per_epoch(config, data)
+    optimizer, scheduler = make_optimizer(net, config, steps)
     start_epoch = 0
     checkpoint = directory / CHECKPOINT
     if checkpoint.is_file():
@@ -186,13 +179,33 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
     return TrainedSupernet(net.eval(), config, data, directory, config.epochs)
 
 
+def steps_per_epoch(config: TrainConfig, data: ImageData) -> int:
+    return min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
+
+
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, steps: int
+) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
+    """AdamW and a per-step cosine schedule with linear warm-up: the recipe of every training here."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=config.epochs * steps,
+        warmup_t=config.warmup_epochs * steps,
+        warmup_lr_init=config.lr / 100,
+        lr_min=config.lr / 100,
+        t_in_epochs=False,
+    )
+    return optimizer, scheduler
+
+
 def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int = 3) -> int:
     """How many epochs of `config` fit in `minutes` on this machine, from timing a few steps."""
     if minutes <= 0:
         raise LglsearchError(f"minutes must be > 0, got {minutes}")
     space, data = _resolve(config)
     net = Supernet(space).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    optimizer, _ = make_optimizer(net, config, 1)
     loader = iter(_loader(data.train, config.batch_size, config.seed, shuffle=True))
     rng = np.random.default_rng(config.seed)
     _sandwich_step(net, space, *next(loader), rng, config.n_random)  # warm-up
@@ -202,8 +215,7 @@ def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     per_step = (time.perf_counter() - started) / probe_steps
-    steps = min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
-    return max(1, int(minutes * 60 / (per_step * steps)))
+    return max(1, int(minutes * 60 / (per_step * steps_per_epoch(config, data))))
 
 
 def _sandwich_step(
