@@ -182,10 +182,11 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
             f"not {args.device!r}; use --device host"
         )
     space = _space(args.space)
-    keys = sorted({k for _, a in sample_archs(space, args.archs, args.seed) for k in arch_ops(a)})
-    table = _table(HOST, keys, space.name)
+    labelled = sample_archs(space, args.archs, args.seed)
+    table = _table(HOST, sorted({k for _, a in labelled for k in arch_ops(a)}), space.name)
     runner = OrtRunner(threads=int(table.meta["threads"]), runs=args.runs, rounds=args.rounds)
-    result = validate(table, space, args.archs, seed=args.seed, runner=runner, progress=not args.json)
+    result = validate(table, labelled, runner=runner, progress=not args.json)
+    result.summary.update(space=space.name, seed=args.seed)
     table.meta.setdefault("validation", {})[space.name] = result.summary
     table.save()
     if args.json:

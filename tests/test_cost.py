@@ -13,7 +13,7 @@ from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
 from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path
-from lglsearch.cost.validate import validate
+from lglsearch.cost.validate import sample_archs, validate
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, load_space
@@ -144,7 +144,7 @@ def test_validation_summary_is_right():
 
 def test_validate_on_tiny(tiny):
     table = build_table("host", space_ops(tiny), runner=FAST, progress=False).table
-    result = validate(table, tiny, 4, runner=FAST, progress=False)
+    result = validate(table, sample_archs(tiny, 4, seed=0), runner=FAST, progress=False)
     assert len(result.rows) == 4 and result.summary["n"] == 4  # tiny holds no preset
     assert (result.rows["measured_ms"] > 0).all()
     assert set(result.summary) >= {"within_10pct", "within_5pct", "mape", "spearman", "n", "speed", "raw"}

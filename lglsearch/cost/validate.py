@@ -9,6 +9,7 @@ of a shared machine between the build and now (reported as `speed`, with the raw
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +49,9 @@ def sample_archs(space: Space, n: int, seed: int) -> list[tuple[str, Arch]]:
 
 
 def validate(
-    table: CostTable, space: Space, n: int, *, seed: int = 0, runner: OrtRunner, progress: bool = True
+    table: CostTable, labelled: Sequence[tuple[str, Arch]], *, runner: OrtRunner, progress: bool = True
 ) -> Validation:
-    """Time `n` sampled archs (and the presets in the space) whole and compare with the table."""
-    labelled = sample_archs(space, n, seed)
+    """Time the (label, arch) pairs whole (see `sample_archs`) and compare with the table."""
     archs = [a for _, a in labelled]
     predicted = table.predict(archs)["latency_ms"].to_numpy()
     bar = tqdm(total=len(archs), desc="exporting models", unit="arch", disable=not progress, file=sys.stderr)
@@ -79,8 +79,6 @@ def validate(
     rows["error_pct"] = 100 * (rows["predicted_ms"] / rows["measured_ms"] - 1)
     raw = error_summary(predicted, rows["measured_raw_ms"].to_numpy())
     summary = error_summary(predicted, measured) | {
-        "space": space.name,
-        "seed": seed,
         "threads": runner.threads,
         "speed": speed,
         "raw": {k: raw[k] for k in ("within_10pct", "within_5pct", "mape", "mean_error", "spearman")},

@@ -13,19 +13,14 @@ from lglsearch.nn import EdgeViT, build_model
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
 from lglsearch.train.supernet import TrainConfig, _loader, make_optimizer, steps_per_epoch
+from lglsearch.train.supernet import evaluate as top1
 
 __all__ = ["evaluate", "train_standalone"]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData) -> float:
     """Top-1 on the validation split."""
-    model.eval()
-    correct = total = 0
-    for images, labels in _loader(data.val, 256, 0, shuffle=False):
-        correct += int((model(images).argmax(dim=-1) == labels).sum())
-        total += len(labels)
-    return correct / total
+    return top1(model, data.val)
 
 
 def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progress: bool = True) -> EdgeViT:

@@ -44,6 +44,7 @@ __all__ = [
     "TrainedSupernet",
     "accuracy",
     "epochs_for_minutes",
+    "evaluate",
     "load_supernet",
     "make_optimizer",
     "steps_per_epoch",
@@ -297,14 +298,21 @@ def accuracy(
     for images, _ in _loader(Subset(data.calib, picks), batch_size, seed, shuffle=False):
         net(images)
     net.eval()
-    val = data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val))))
-    correct = total = 0
-    for images, labels in _loader(val, 256, seed, shuffle=False):
-        correct += int((net(images).argmax(dim=-1) == labels).sum())
-        total += len(labels)
+    top1 = evaluate(net, data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val)))))
     for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.running_mean.copy_(mean)
         m.running_var.copy_(var)
         m.num_batches_tracked.copy_(tracked)
+    return top1
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any) -> float:
+    """Top-1 of `model` (in eval mode) on `dataset`."""
+    model.eval()
+    correct = total = 0
+    for images, labels in _loader(dataset, 256, 0, shuffle=False):
+        correct += int((model(images).argmax(dim=-1) == labels).sum())
+        total += len(labels)
     return correct / total
