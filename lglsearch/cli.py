@@ -336,6 +336,50 @@ def cmd_space(args: argparse.Namespace) -> None:
         print(f"sample      {arch}  ({c.macs_g:.3f} GMACs, {c.params_m:.2f} M)")
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lglsearch.report import write_search_report
+    from lglsearch.search.study import SearchConfig, default_out, run_search
+
+    config = SearchConfig(
+        device=args.device,
+        budget_ms=args.budget_ms,
+        energy_budget_mj=args.energy_budget_mj,
+        space=args.space,
+        trials=args.trials,
+        sampler=args.sampler,
+        objectives=args.objectives,
+        population=args.population,
+        seed=args.seed,
+        supernet=args.supernet,
+        data=args.data,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    out = Path(args.out) if args.out else default_out(config)
+    try:
+        run = run_search(config, out, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"\nlglsearch search: interrupted; finished trials are kept in {out}; continue with --resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    paths = write_search_report(run)
+    front = paths["pareto.csv"]
+    import pandas as pd
+
+    family = pd.read_csv(front)
+    print(f"{len(family)} Pareto-optimal archs on {run.table.device} ({run.seconds:.0f} s):")
+    for row in family.itertuples():
+        energy = "" if pd.isna(row.energy_mj) else f", {row.energy_mj:.2f} mJ"
+        print(
+            f"  {row.arch_id}  top-1 {100 * row.accuracy:.2f}%  {row.latency_ms:.2f} ms{energy}  {row.macs_g:.3f} GMACs"
+        )
+    print(f"report: {paths['report.md']}  plot: {paths['pareto.png']}  family: {paths['pareto.csv']}")
+
+
 def cmd_supernet_train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -376,6 +420,53 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    import math
+    from pathlib import Path
+
+    from lglsearch.ablate import run_ablation, run_dir
+    from lglsearch.space import PRESETS, parse_arch
+    from lglsearch.train.supernet import TrainConfig
+
+    base = parse_arch(args.base)
+    label = args.base if args.base in PRESETS else base.id
+    config = TrainConfig(
+        data=args.data,
+        resolution=args.resolution,
+        epochs=args.epochs or (1 if args.smoke_test else TrainConfig.epochs),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_steps_per_epoch=2 if args.smoke_test else None,
+    )
+    out = Path(args.out) if args.out else run_dir(args.study, label, args.device)
+    if args.smoke_test and not args.out:
+        out = out.with_name(f"{out.name}-smoke")  # so that the real study does not find other arguments there
+    try:
+        ablation = run_ablation(
+            args.study,
+            base,
+            device=args.device,
+            out=out,
+            space=_space(args.space),
+            train=args.train,
+            config=config,
+            base_label=label,
+        )
+    except KeyboardInterrupt:
+        print(f"\nlglsearch ablate: interrupted; finished variants are kept in {out}; rerun to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    for row in ablation.rows.itertuples(index=False):
+        if row.status == "skipped":
+            print(f"  {row.variant:<16} skipped: {row.reason}")
+            continue
+        energy = "" if math.isnan(row.energy_mj) else f"  {row.energy_mj:7.2f} mJ ({row.d_energy_pct:+.1f}%)"
+        print(
+            f"  {row.variant:<16} top-1 {100 * row.accuracy:6.2f}% ({row.d_accuracy_pts:+.2f})  "
+            f"{row.latency_ms:7.2f} ms ({row.d_latency_pct:+.1f}%){energy}  host {row.host_ms:.2f} ms"
+        )
+    print(f"ablation: {out / 'ablation.md'}  table: {out / 'ablation.csv'}  plot: {out / 'ablation.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lglsearch",
@@ -384,6 +475,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     arch_help = "a preset (edgevit_xxs, edgevit_xs, edgevit_s), a JSON file or inline JSON"
     space_help = "a space YAML file or a shipped space's name (default: search_spaces/edgevit.yaml)"
+
+    p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
+    p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
+    p.add_argument("--budget-ms", type=float, metavar="MS", help="latency budget: archs above it are never evaluated")
+    p.add_argument("--energy-budget-mj", type=float, metavar="MJ", help="energy budget (devices with energy only)")
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument("--trials", type=int, default=100, help="archs to evaluate (default 100; over-budget ones are free)")
+    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2", help="Optuna sampler")
+    p.add_argument(
+        "--objectives",
+        metavar="LIST",
+        help="comma-separated from accuracy,latency,energy (default: accuracy,latency and energy where the device "
+        "has it)",
+    )
+    p.add_argument("--population", type=int, default=16, help="NSGA-II population; TPE's random start (default 16)")
+    p.add_argument("--workers", type=int, help="parallel evaluations (default: one per core; 1 = no Ray)")
+    p.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (HOST:PORT or auto)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/DEVICE-BUDGETms)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the default one, trained once)")
+    p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("predict", help="parameters and MACs of an arch")
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
@@ -497,6 +611,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
+
+    p = sub.add_parser("ablate", help="ablation studies of the LGL block: train and price variants of a base arch")
+    p.add_argument("--study", required=True, help="lgl-components, sampling-rate, placement or all")
+    p.add_argument("--base", default="edgevit_xxs", metavar="SPEC", help=f"the base arch: {arch_help} (default xxs)")
+    p.add_argument("--space", metavar="FILE", help=f"the space the base belongs to: {space_help}")
+    p.add_argument("--device", default="snapdragon888", help="the table pricing the variants (default snapdragon888)")
+    p.add_argument(
+        "--train",
+        choices=("standalone", "supernet"),
+        default="standalone",
+        help="train each variant from scratch (default), or one supernet over all variants (fast)",
+    )
+    p.add_argument("--epochs", type=int, help="epochs of every training (default 3)")
+    p.add_argument("--data", metavar="D", help="Fashion-MNIST IDX files or an ImageFolder (default: embedded proxy)")
+    p.add_argument("--resolution", type=int, default=64, help="proxy training resolution (default 64)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="the seed of every training (default 0)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/ablate-STUDY-BASE-DEVICE); reruns resume")
+    p.add_argument("--smoke-test", action="store_true", help="one epoch of two steps per training: check the pipeline")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("space", help="summarise a search space")
     p.add_argument("--space", metavar="FILE", help=space_help)

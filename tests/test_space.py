@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 
 import numpy as np
 import optuna
@@ -13,6 +12,7 @@ import pytest
 from lglsearch.counting import count_macs
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, Arch, Space, Stage, load_space, parse_arch
+from tests.conftest import enumerate_space
 
 
 @pytest.fixture(scope="module")
@@ -178,25 +178,6 @@ def test_contains_rejects_with_reason(default_space):
         default_space.validate(wide)
 
 
-def _enumerate(space: Space) -> set[Arch]:
-    """Every arch of a space by brute force (independent of Space.size's closed form)."""
-    per_stage = []
-    for ch in space.stages:
-        options = []
-        for depth, width, ratio, heads, sr in itertools.product(ch.depth, ch.width, ch.mlp_ratio, ch.heads, ch.sr):
-            if width % heads:
-                continue
-            for kinds in itertools.product(ch.kinds, repeat=depth):
-                options.append(Stage(width=width, heads=heads, sr=sr, mlp_ratio=ratio, kinds=kinds))
-        per_stage.append(options)
-    return {
-        Arch(stages=stages, resolution=space.resolution, num_classes=space.num_classes, sampler=s, propagation=p)
-        for stages in itertools.product(*per_stage)
-        for s in space.sampler
-        for p in space.propagation
-    }
-
-
 def test_size_is_the_exact_count_of_distinct_archs(tmp_path):
     text = """
 resolution: 64
@@ -210,13 +191,13 @@ stages:
   - {depth: [1], width: [64], heads: [4], sr: [1], mlp_ratio: [2], kinds: [global]}
 """
     space = Space.from_yaml(write_space(tmp_path, text))
-    archs = _enumerate(space)
+    archs = enumerate_space(space)
     assert space.size() == len(archs)
     assert all(space.contains(a) for a in archs)
 
 
 def test_tiny_space_size_matches_enumeration(tiny):
-    assert tiny.size() == len(_enumerate(tiny))
+    assert tiny.size() == len(enumerate_space(tiny))
 
 
 def test_suggest_draws_archs_through_optuna(tiny):

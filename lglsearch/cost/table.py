@@ -26,7 +26,7 @@ from lglsearch.cost.ops import arch_ops, key_tuple
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
-__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
+__all__ = ["CostTable", "atomic_write", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
 REQUIRED = ("latency_ms",)
 OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
@@ -64,7 +64,7 @@ def table_path(device: str) -> Path:
     raise LglsearchError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -128,8 +128,8 @@ class CostTable:
             keys_sha1=_keys_digest(self.frame.index),
             columns=list(self.frame.columns),
         )
-        _atomic_write(path, self.frame.to_csv(float_format="%.6g"))
-        _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        atomic_write(path, self.frame.to_csv(float_format="%.6g"))
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
         self.meta = meta
         return path
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
@@ -43,10 +43,12 @@ __all__ = [
     "TrainConfig",
     "TrainedSupernet",
     "accuracy",
+    "calibration_images",
     "epochs_for_minutes",
     "evaluate",
     "load_supernet",
     "make_optimizer",
+    "materialise",
     "steps_per_epoch",
     "supernet_dir",
     "train_supernet",
@@ -140,6 +142,12 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
         start_epoch = state["epoch"]
         if progress and start_epoch < config.epochs:
             print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
+    if progress and start_epoch == 0:
+        print(
+            f"lglsearch: training a supernet ({config.epochs} epochs; the default takes about 11 minutes on 2 cores) "
+            f"into {directory}, kept for reuse",
+            file=sys.stderr,
+        )
     for epoch in range(start_epoch, config.epochs):
         # seeded per epoch, so a resumed run draws the same archs and augmentations as an uninterrupted one
         rng = np.random.default_rng(config.seed + epoch)
@@ -274,18 +282,37 @@ def load_supernet(directory: str | Path, space: Space | None = None) -> Supernet
     return net.eval()
 
 
+def calibration_images(
+    data: ImageData, *, calib_batches: int = 8, batch_size: int = 128, seed: int = 0
+) -> list[torch.Tensor]:
+    """The BatchNorm recalibration batches `accuracy` uses: the same for every arch of a seed."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(data.calib), generator=gen)[: calib_batches * batch_size].tolist()
+    return [images for images, _ in _loader(Subset(data.calib, picks), batch_size, seed, shuffle=False)]
+
+
+def materialise(dataset: Any) -> TensorDataset:
+    """A dataset without augmentation as tensors in memory: evaluating many archs transforms it once."""
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    return TensorDataset(torch.stack(images), torch.tensor(labels))
+
+
 @torch.no_grad()
 def accuracy(
     net: Supernet,
     arch: Arch,
     data: ImageData,
     *,
+    calib: list[torch.Tensor] | None = None,
     calib_batches: int = 8,
     batch_size: int = 128,
     seed: int = 0,
     max_val: int | None = None,
 ) -> float:
-    """Top-1 on the validation split after recalibrating BatchNorm for `arch`."""
+    """Top-1 on the validation split after recalibrating BatchNorm for `arch`.
+
+    `calib` are the batches of `calibration_images(data, ...)`; pass them to reuse them.
+    """
     net.set_arch(arch)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
@@ -293,9 +320,9 @@ def accuracy(
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the calibration batches
     net.train()
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randperm(len(data.calib), generator=gen)[: calib_batches * batch_size].tolist()
-    for images, _ in _loader(Subset(data.calib, picks), batch_size, seed, shuffle=False):
+    if calib is None:
+        calib = calibration_images(data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
+    for images in calib:
         net(images)
     net.eval()
     top1 = evaluate(net, data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val)))))

@@ -1,0 +1,184 @@
+"""Where proxy accuracies are computed: in this process, or on a pool of Ray actors.
+
+The study stays in the driver and asks/tells Optuna; only accuracy evaluations travel. Each Ray
+actor receives the supernet's weights once, when it starts (one object put into Ray's store),
+and then evaluates archs one after another, so a trial costs its evaluation plus milliseconds
+of scheduling. Ray Tune with OptunaSearch, the other way to run Optuna on Ray, spends between
+0.2 and 1.8 s a trial on its own machinery here (benchmarks/search_overhead.py), more than the
+proxy evaluation of a small arch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from lglsearch.errors import LglsearchError
+from lglsearch.nn.supernet import Supernet
+from lglsearch.space import Arch, Space
+from lglsearch.train.data import load_data
+from lglsearch.train.supernet import accuracy, calibration_images, materialise
+
+__all__ = [
+    "AccuracyWorker",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "WorkerSpec",
+    "default_workers",
+    "make_executor",
+]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs besides the weights: the supernet's space, its data, the calibration seed."""
+
+    space: dict[str, Any]  # Space.to_dict() of the supernet (proxy resolution and classes)
+    data: str | None  # the data spec the supernet was trained on (None = the embedded proxy)
+    seed: int = 0
+    noop: bool = False  # answer 0.0 at once: measures the execution layer's own cost per trial
+
+
+class AccuracyWorker:
+    """Holds one supernet and its data; gives the proxy accuracy of deploy archs."""
+
+    def __init__(self, spec: WorkerSpec, state: dict[str, torch.Tensor] | None, threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.spec = spec
+        if spec.noop:
+            return
+        self.space = Space.from_dict(spec.space, source="supernet")
+        self.net = Supernet(self.space)
+        self.net.load_state_dict(state)
+        self.net.eval()
+        data = load_data(spec.data, self.space.resolution)
+        # transformed once here, not per arch: most of an evaluation's time was the data pipeline
+        self.calib = calibration_images(data, seed=spec.seed)
+        self.data = dataclasses.replace(data, val=materialise(data.val))
+
+    def evaluate(self, number: int, arch_json: str) -> tuple[int, float, float]:
+        """(number, top-1, seconds) of the arch, evaluated at the supernet's resolution and classes."""
+        started = time.perf_counter()
+        if self.spec.noop:
+            return number, 0.0, 0.0
+        arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
+        top1 = accuracy(self.net, arch, self.data, calib=self.calib)
+        return number, top1, time.perf_counter() - started
+
+
+class Executor(Protocol):
+    capacity: int  # evaluations that can run at once
+
+    def submit(self, number: int, arch: Arch) -> None: ...
+
+    def next_result(self) -> tuple[int, float, float]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Evaluates in this process, one arch at a time (debugging, and machines without Ray)."""
+
+    capacity = 1
+
+    def __init__(self, spec: WorkerSpec, state: dict[str, torch.Tensor] | None) -> None:
+        self.worker = AccuracyWorker(spec, state)
+        self.pending: deque[tuple[int, str]] = deque()
+
+    def submit(self, number: int, arch: Arch) -> None:
+        self.pending.append((number, arch.to_json()))
+
+    def next_result(self) -> tuple[int, float, float]:
+        return self.worker.evaluate(*self.pending.popleft())
+
+    def close(self) -> None:
+        self.pending.clear()
+
+
+def _check_address(address: str) -> None:
+    """Fail in seconds, not after Ray's long retries, when a cluster address does not answer."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LglsearchError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise LglsearchError(
+            f"the Ray cluster at {address} does not answer ({err.strerror or err}); start it with "
+            "`ray start --head` on that machine, or leave out --ray-address to run on this machine"
+        ) from None
+
+
+class RayExecutor:
+    """A pool of Ray actors, each holding the supernet; on a local Ray or an existing cluster."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        state: dict[str, torch.Tensor] | None,
+        workers: int,
+        address: str | None = None,
+    ) -> None:
+        import ray
+        from ray.util import ActorPool
+
+        if address:
+            _check_address(address)
+        self.started_ray = not ray.is_initialized()
+        if self.started_ray:
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else workers,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
+            except ConnectionError as err:
+                raise LglsearchError(f"could not join the Ray cluster at {address}: {err}") from None
+        state_ref = ray.put(state)  # once: every actor reads the same object
+        remote = ray.remote(num_cpus=1)(AccuracyWorker)
+        self.actors = [remote.remote(spec, state_ref, 1) for _ in range(workers)]
+        self.pool = ActorPool(self.actors)
+        self.capacity = workers
+
+    def submit(self, number: int, arch: Arch) -> None:
+        self.pool.submit(lambda actor, job: actor.evaluate.remote(*job), (number, arch.to_json()))
+
+    def next_result(self) -> tuple[int, float, float]:
+        return self.pool.get_next_unordered()
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        if self.started_ray:
+            ray.shutdown()
+
+
+def make_executor(
+    spec: WorkerSpec, state: dict[str, torch.Tensor] | None, workers: int, address: str | None
+) -> LocalExecutor | RayExecutor:
+    """In-process for one worker and no cluster; otherwise Ray."""
+    if workers < 1:
+        raise LglsearchError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 and not address:
+        return LocalExecutor(spec, state)
+    return RayExecutor(spec, state, workers, address)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,327 @@
+"""The search: an Optuna study over a space, priced by a device table, scored by a proxy supernet.
+
+The driver asks Optuna for an arch, prices it from the table (microseconds), and tells an arch
+over budget back as pruned at once, so no accuracy is spent on it; the rest go to the executor.
+`--trials` counts the archs that got an accuracy. The study lives in the run directory as an
+Optuna journal, so an interrupted search resumes where it stopped and `optuna-dashboard` opens it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from lglsearch.cost.ops import space_ops
+from lglsearch.cost.table import CostTable
+from lglsearch.errors import LglsearchError
+from lglsearch.search.execution import Executor, WorkerSpec, _check_address, default_workers, make_executor
+from lglsearch.search.objectives import OBJECTIVES, Budgets, Pricer, parse_objectives
+from lglsearch.space import PRESETS, Space, load_space
+
+__all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
+
+SAMPLERS = ("nsga2", "tpe", "random")
+RUN_FILE = "run.json"
+STUDY_FILE = "study.journal"
+PRESETS_FILE = "presets.json"
+MAX_REJECTED_IN_A_ROW = 5000
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    device: str
+    budget_ms: float | None = None
+    energy_budget_mj: float | None = None
+    space: str | None = None  # a space file or shipped name; None = the default space
+    trials: int = 100  # archs that get an accuracy (over-budget proposals are free and not counted)
+    sampler: str = "nsga2"
+    objectives: str | None = None  # None = accuracy, latency, and energy where the device has it
+    population: int = 16  # NSGA-II population, TPE's random start-up trials
+    seed: int = 0
+    supernet: str | None = None  # a trained supernet's directory; None = the default (trained once, cached)
+    data: str | None = None
+    workers: int | None = None  # parallel evaluations; None = one per core; 1 = in this process
+    ray_address: str | None = None
+    noop: bool = False  # evaluate nothing (accuracy 0): measures the execution layer
+
+
+@dataclass
+class SearchRun:
+    """What a search leaves behind, for the report."""
+
+    out: Path
+    study: optuna.Study
+    objectives: tuple[str, ...]
+    budgets: Budgets
+    space: Space
+    table: CostTable
+    presets: pd.DataFrame
+    provenance: dict[str, Any]
+    seconds: float
+
+
+def default_out(config: SearchConfig) -> Path:
+    budget = f"{config.budget_ms:g}ms" if config.budget_ms is not None else "nobudget"
+    return Path("runs") / f"{config.device}-{budget}"
+
+
+def _sampler(config: SearchConfig, done: int) -> optuna.samplers.BaseSampler:
+    # a resumed run draws from another seed, or it would propose its first archs again
+    seed = config.seed + done
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=config.population, seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _identity(config: SearchConfig, space: Space, objectives: tuple[str, ...], supernet: str) -> dict[str, Any]:
+    """What must not change between a search and its --resume."""
+    return {
+        "device": config.device,
+        "budget_ms": config.budget_ms,
+        "energy_budget_mj": config.energy_budget_mj,
+        "space": space.to_dict(),
+        "objectives": list(objectives),
+        "sampler": config.sampler,
+        "population": config.population,
+        "seed": config.seed,
+        "supernet": supernet,
+        "data": config.data,
+        "noop": config.noop,
+    }
+
+
+def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
+    run_file, journal = out / RUN_FILE, out / STUDY_FILE
+    if not resume:
+        if journal.exists():
+            raise LglsearchError(f"{out} already holds a search; continue it with --resume, or pass another --out")
+        return
+    if not journal.exists() or not run_file.exists():
+        raise LglsearchError(f"nothing to resume in {out} (no {STUDY_FILE}); leave out --resume to start a search")
+    stored = json.loads(run_file.read_text())["identity"]
+    changed = [k for k in identity if stored.get(k) != identity[k]]
+    if changed:
+        what = "; ".join(f"{k}: {_short(stored.get(k))} then, {_short(identity[k])} now" for k in changed)
+        raise LglsearchError(
+            f"--resume with different arguments than the search in {out} ({what}); "
+            "rerun with the original arguments, or start a new search with another --out"
+        )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _prepare_supernet(config: SearchConfig, space: Space, progress: bool) -> tuple[WorkerSpec, dict | None, dict]:
+    """The supernet's weights, its worker spec and provenance: the given one, or the default (cached)."""
+    if config.noop:
+        return WorkerSpec(space=space.to_dict(), data=config.data, noop=True), None, {"supernet": "none (no-op)"}
+    from lglsearch.train.supernet import TrainConfig, load_supernet, train_supernet
+
+    if config.supernet:
+        directory = Path(config.supernet)
+        net = load_supernet(directory)
+        expected = space.with_resolution(net.space.resolution, net.space.num_classes)
+        if expected.to_dict() != net.space.to_dict():
+            raise LglsearchError(
+                f"the supernet at {directory} was trained for space {net.space.name!r}, not the search's "
+                f"{space.name!r} (or with other choices); pass the space it was trained for with --space"
+            )
+        config_file = directory / "config.json"
+        trained_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        data = config.data if config.data is not None else trained_config.get("data")
+    else:
+        train = TrainConfig(space=config.space, data=config.data)
+        trained = train_supernet(train, progress=progress)
+        net, directory, data = trained.net, trained.directory, config.data
+        trained_config = dataclasses.asdict(train) | {"data_source": trained.data.source}
+    provenance = {
+        "supernet": str(directory),
+        "supernet_epochs": trained_config.get("epochs"),
+        "supernet_resolution": net.space.resolution,
+        "data": trained_config.get("data_source", data or "proxy"),
+    }
+    spec = WorkerSpec(space=net.space.to_dict(), data=data, seed=config.seed)
+    return spec, net.state_dict(), provenance
+
+
+def _values(objectives: tuple[str, ...], top1: float, latency: float, energy: float) -> list[float]:
+    return [{"accuracy": top1, "latency": latency, "energy": energy}[name] for name in objectives]
+
+
+def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.DataFrame:
+    """The published models on the same device and proxy (accuracy only where the space holds them)."""
+    rows, queue = [], []
+    for name, preset in PRESETS.items():
+        row: dict[str, Any] = {"name": name, "in_space": False, "accuracy": math.nan}
+        try:
+            arch = preset.replace(resolution=space.resolution, num_classes=space.num_classes)
+            row |= {"arch_id": arch.id, "in_space": space.contains(arch), **_price_row(pricer(arch))}
+        except LglsearchError as err:  # not expressible at this resolution, or not priced by the table
+            row["note"] = str(err)
+        else:
+            if row["in_space"]:
+                queue.append((-1 - len(rows), arch))
+        rows.append(row)
+    in_flight = 0
+    while queue or in_flight:
+        while queue and in_flight < executor.capacity:
+            executor.submit(*queue.pop())
+            in_flight += 1
+        number, top1, _ = executor.next_result()
+        in_flight -= 1
+        rows[-1 - number]["accuracy"] = top1
+    return pd.DataFrame(rows)
+
+
+def _price_row(price: Any) -> dict[str, float]:
+    return {
+        "latency_ms": price.latency_ms,
+        "energy_mj": price.energy_mj,
+        "params_m": price.params_m,
+        "macs_g": price.macs_g,
+    }
+
+
+def _recover(study: optuna.Study) -> int:
+    """Fail the trials an interruption left running and queue their archs again; returns how many."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return len(running)
+
+
+def _optimise(
+    study: optuna.Study,
+    space: Space,
+    pricer: Pricer,
+    executor: Executor,
+    config: SearchConfig,
+    objectives: tuple[str, ...],
+    progress: bool,
+) -> None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    known = {t.user_attrs["arch_id"]: t.values[0] for t in complete}
+    done, rejected_in_row, rejected = len(complete), 0, 0
+    in_flight: dict[int, tuple[optuna.trial.Trial, Any, str]] = {}
+    bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not progress, file=sys.stderr)
+
+    def finish(trial: optuna.trial.Trial, price: Any, top1: float) -> None:
+        nonlocal done
+        study.tell(trial, _values(objectives, top1, price.latency_ms, price.energy_mj))
+        done += 1
+        best = max(known.values(), default=math.nan)
+        bar.set_postfix(best_acc=f"{best:.4f}", rejected=rejected)
+        bar.update(1)
+
+    try:
+        while done + len(in_flight) < config.trials or in_flight:
+            while len(in_flight) < executor.capacity and done + len(in_flight) < config.trials:
+                trial = study.ask()
+                arch = space.suggest(trial)
+                price = pricer(arch)
+                for key, value in {"arch_id": arch.id, "arch": arch.to_json(), **_price_row(price)}.items():
+                    if not (isinstance(value, float) and math.isnan(value)):
+                        trial.set_user_attr(key, value)
+                if not price.feasible:
+                    trial.set_user_attr("rejected", price.over)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
+                    if rejected_in_row >= MAX_REJECTED_IN_A_ROW:
+                        raise LglsearchError(
+                            f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
+                            "of this space for the sampler to find them. Raise the budget or narrow the space"
+                        )
+                    continue
+                rejected_in_row = 0
+                if arch.id in known:  # proposed again: the accuracy is known, spend nothing
+                    trial.set_user_attr("repeat", True)
+                    finish(trial, price, known[arch.id])
+                    continue
+                executor.submit(trial.number, arch)
+                in_flight[trial.number] = (trial, price, arch.id)
+            if not in_flight:
+                break
+            number, top1, seconds = executor.next_result()
+            trial, price, arch_id = in_flight.pop(number)
+            trial.set_user_attr("eval_s", round(seconds, 3))
+            known[arch_id] = top1
+            finish(trial, price, top1)
+    finally:
+        bar.close()
+
+
+def run_search(
+    config: SearchConfig, out: Path | None = None, *, resume: bool = False, progress: bool = True
+) -> SearchRun:
+    """Run (or resume) a search; every input is checked before any long work starts."""
+    started = time.perf_counter()
+    if config.sampler not in SAMPLERS:
+        raise LglsearchError(f"unknown sampler {config.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if config.trials < 1 or config.population < 2:
+        raise LglsearchError("--trials must be >= 1 and --population >= 2")
+    out = Path(out) if out is not None else default_out(config)
+    table = CostTable.load(config.device)
+    space = load_space(config.space)
+    budgets = Budgets(config.budget_ms, config.energy_budget_mj)
+    objectives = parse_objectives(config.objectives, table)
+    pricer = Pricer(table, budgets)
+    missing = table.missing(space_ops(space))
+    if missing:
+        table.op_latency(missing[0])  # raises, naming the key and the command that adds it
+    pricer.check_reachable(space)
+    supernet_id = str(Path(config.supernet).resolve()) if config.supernet else "default"
+    identity = _identity(config, space, objectives, supernet_id)
+    _check_run_dir(out, identity, resume)
+    if config.ray_address:
+        _check_address(config.ray_address)
+
+    spec, state, provenance = _prepare_supernet(config, space, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps({"identity": identity, "config": dataclasses.asdict(config)}, indent=2))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    done = 0
+    if resume:
+        done = len(optuna.load_study(study_name="lglsearch", storage=storage).get_trials(deepcopy=False))
+    study = optuna.create_study(
+        study_name="lglsearch",
+        storage=storage,
+        directions=[OBJECTIVES[name] for name in objectives],
+        sampler=_sampler(config, done),
+        load_if_exists=resume,
+    )
+    if resume:
+        retried = _recover(study)
+        if progress:
+            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            print(f"lglsearch: resuming {out}: {complete} trial(s) done, {retried} to run again", file=sys.stderr)
+    executor = make_executor(spec, state, config.workers or default_workers(), config.ray_address)
+    try:
+        presets_file = out / PRESETS_FILE
+        if resume and presets_file.is_file():
+            presets = pd.read_json(presets_file, orient="records")
+        else:
+            presets = _evaluate_presets(space, pricer, executor)
+            presets.to_json(presets_file, orient="records", indent=2)
+        _optimise(study, space, pricer, executor, config, objectives, progress)
+    finally:
+        executor.close()
+    provenance |= {"table": table.meta, "workers": config.workers or default_workers()}
+    return SearchRun(out, study, objectives, budgets, space, table, presets, provenance, time.perf_counter() - started)

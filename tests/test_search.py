@@ -1,0 +1,214 @@
+"""The search on the tiny space: budgets, objectives, the study, resume, Ray, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+import lglsearch.search.execution as execution
+from lglsearch.cli import main
+from lglsearch.cost.table import CostTable
+from lglsearch.errors import LglsearchError
+from lglsearch.report import write_search_report
+from lglsearch.search.objectives import Budgets, Pricer, cheapest, parse_objectives
+from lglsearch.search.pareto import dominating, front_frame, hypervolume
+from lglsearch.search.study import SearchConfig, run_search
+from lglsearch.space import Arch, load_space
+from lglsearch.train.supernet import TrainConfig, accuracy, load_supernet, train_supernet
+from tests.conftest import enumerate_space
+
+DEVICE = "snapdragon888"  # its table holds the tiny space's keys, with modelled energy
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_space("tiny")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return CostTable.load(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def supernet(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("supernet")
+    train_supernet(TrainConfig(space="tiny", epochs=1, batch_size=16, max_steps_per_epoch=2), directory, progress=False)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def median_budget(tiny, table):
+    """A budget that rejects about half of the tiny space."""
+    return float(np.median([table.latency(a) for a in enumerate_space(tiny)]))
+
+
+def _config(supernet, budget, **changes) -> SearchConfig:
+    base = {"device": DEVICE, "budget_ms": budget, "space": "tiny", "trials": 6, "population": 4, "workers": 1}
+    return SearchConfig(supernet=str(supernet), **(base | changes))
+
+
+def test_cheapest_is_the_exact_minimum_of_the_space(tiny, table):
+    archs = enumerate_space(tiny)
+    (latency, fastest), (energy, frugal) = cheapest(tiny, table)
+    assert latency == pytest.approx(min(table.latency(a) for a in archs), rel=1e-12)
+    assert energy == pytest.approx(min(table.cost(a)[1] for a in archs), rel=1e-12)
+    assert tiny.contains(fastest) and table.latency(fastest) == pytest.approx(latency)
+    assert tiny.contains(frugal)
+
+
+def test_budgets_reject_and_explain(tiny, table):
+    (latency, _), _ = cheapest(tiny, table)
+    with pytest.raises(LglsearchError, match=rf"below the cheapest arch of space 'tiny' on {DEVICE}: {latency:.2f} ms"):
+        Pricer(table, Budgets(latency_ms=latency * 0.9)).check_reachable(tiny)
+    pricer = Pricer(table, Budgets(latency_ms=latency * 1.5))
+    pricer.check_reachable(tiny)
+    price = pricer(tiny.largest())
+    assert not price.feasible and price.over.startswith("latency") and price.latency_ms > latency * 1.5
+    with pytest.raises(LglsearchError, match="positive"):
+        Budgets(latency_ms=-1)
+    with pytest.raises(LglsearchError, match=r"snapdragon855.*no energy"):
+        Pricer(CostTable.load("snapdragon855"), Budgets(energy_mj=10))
+
+
+def test_objectives_default_to_what_the_device_prices(table):
+    assert parse_objectives(None, table) == ("accuracy", "latency", "energy")
+    assert parse_objectives(None, CostTable.load("snapdragon855")) == ("accuracy", "latency")
+    assert parse_objectives("latency, accuracy", table) == ("accuracy", "latency")
+    with pytest.raises(LglsearchError, match="unknown objective 'speed'; choose from accuracy, latency, energy"):
+        parse_objectives("accuracy,speed", table)
+    with pytest.raises(LglsearchError, match="needs accuracy"):
+        parse_objectives("latency,energy", table)
+    with pytest.raises(LglsearchError, match="no energy"):
+        parse_objectives("accuracy,energy", CostTable.load("snapdragon855"))
+
+
+def test_hypervolume_and_domination_on_a_known_front():
+    front = pd.DataFrame({"accuracy": [0.5, 0.8], "latency_ms": [1.0, 2.0], "energy_mj": [1.0, 1.0]})
+    # the area under the staircase (1 ms..2 ms at 0.5, 2 ms..3 ms at 0.8) against (0, 3 ms)
+    assert hypervolume(front, ("accuracy", "latency"), {"accuracy": 0.0, "latency": 3.0}) == pytest.approx(1.3)
+    assert hypervolume(front, ("accuracy", "latency"), {"accuracy": 0.9, "latency": 3.0}) == 0.0
+    preset = pd.Series({"accuracy": 0.4, "latency_ms": 1.5, "energy_mj": 1.0})
+    assert dominating(front, preset, ("accuracy", "latency"))["accuracy"] == 0.5
+    assert dominating(front, preset.replace(0.4, 0.6), ("accuracy", "latency")) is None
+
+
+def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supernet, tiny, table, median_budget):
+    run = run_search(_config(supernet, median_budget, trials=8), tmp_path / "run", progress=False)
+    trials = run.study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(complete) == 8 and pruned, "a median budget rejects some proposals"
+    for t in pruned:  # rejected without an accuracy, and really over the budget
+        assert t.values is None and t.user_attrs["latency_ms"] > median_budget
+    for t in complete:
+        arch = Arch.from_json(t.user_attrs["arch"])
+        assert tiny.contains(arch) and table.cost(arch) == pytest.approx((t.values[1], t.values[2]))
+        assert t.values[1] <= median_budget and 0.0 <= t.values[0] <= 1.0
+    # the accuracy is the supernet's, recomputed here independently
+    net = load_supernet(supernet)
+    from lglsearch.train.data import load_data
+
+    first = complete[0]
+    assert accuracy(net, Arch.from_json(first.user_attrs["arch"]), load_data(None, 64)) == first.values[0]
+
+    paths = write_search_report(run)
+    front = pd.read_csv(paths["pareto.csv"])
+    assert list(front.columns[:6]) == ["arch_id", "accuracy", "latency_ms", "energy_mj", "params_m", "macs_g"]
+    values = np.array([[t.values[0], t.values[1]] for t in complete])
+    for row in front.itertuples():  # no evaluated arch dominates a front member
+        assert not np.any((values[:, 0] >= row.accuracy) & (values[:, 1] < row.latency_ms - 1e-12))
+        assert tiny.contains(Arch.from_json((paths["family"] / f"{row.arch_id}.json").read_text()))
+    assert front_frame(run.study, run.objectives)["arch_id"].is_unique
+    listed = json.loads(paths["pareto.json"].read_text())
+    assert [m["arch_id"] for m in listed["family"]] == list(front["arch_id"])
+    assert len(pd.read_csv(paths["trials.csv"])) == len(trials)
+    report = paths["report.md"].read_text()
+    assert f"latency <= {median_budget:g} ms" in report and "modelled, not measured" in report
+    assert paths["pareto.png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_interrupted_search_resumes_without_losing_or_repeating(tmp_path, supernet, median_budget, monkeypatch):
+    out, config = tmp_path / "run", _config(supernet, median_budget, trials=6)
+    evaluated: list[str] = []
+    real = execution.AccuracyWorker.evaluate
+
+    def counting(self, number, arch_json):
+        if len(evaluated) == 3:
+            raise KeyboardInterrupt
+        evaluated.append(Arch.from_json(arch_json).id)
+        return real(self, number, arch_json)
+
+    monkeypatch.setattr(execution.AccuracyWorker, "evaluate", counting)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, out, progress=False)
+    storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
+    cut = optuna.load_study(study_name="lglsearch", storage=storage)
+    assert [t.state for t in cut.trials].count(TrialState.RUNNING) == 1
+    presets_evaluated = 0  # the tiny space holds no preset
+    assert len(evaluated) == 3 + presets_evaluated
+
+    with pytest.raises(LglsearchError, match="already holds a search; continue it with --resume"):
+        run_search(config, out, progress=False)
+    with pytest.raises(LglsearchError, match=r"--resume with different arguments .*budget_ms"):
+        run_search(_config(supernet, median_budget * 1.1, trials=6), out, resume=True, progress=False)
+
+    evaluated.append("resumed")  # let evaluations through again
+    run = run_search(config, out, resume=True, progress=False)
+    trials = run.study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(complete) == 6 and len(failed) == 1
+    retry = [t for t in complete if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+    fresh = [t for t in complete if not t.user_attrs.get("repeat")]
+    assert len(evaluated) - 1 == len(fresh), "each evaluated trial was evaluated once"
+
+
+def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budget):
+    local = run_search(_config(supernet, median_budget, trials=4), tmp_path / "local", progress=False)
+    ray_run = run_search(_config(supernet, median_budget, trials=4, workers=2), tmp_path / "ray", progress=False)
+    by_arch = {t.user_attrs["arch_id"]: t.values[0] for t in local.study.trials if t.state == TrialState.COMPLETE}
+    remote = {t.user_attrs["arch_id"]: t.values[0] for t in ray_run.study.trials if t.state == TrialState.COMPLETE}
+    assert len(remote) >= 3
+    net, data = load_supernet(supernet), None
+    from lglsearch.train.data import load_data
+
+    data = load_data(None, 64)
+    for arch_id, top1 in remote.items():
+        expected = by_arch.get(arch_id)
+        if expected is None:
+            arch = next(
+                Arch.from_json(t.user_attrs["arch"]) for t in ray_run.study.trials if t.user_attrs["arch_id"] == arch_id
+            )
+            expected = accuracy(net, arch, data)
+        assert top1 == expected
+    assert math.isclose(ray_run.provenance["workers"], 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "pixel99"], "pixel99"),
+        (["--device", "snapdragon855", "--objectives", "accuracy,energy"], "no energy"),
+        (["--device", DEVICE, "--budget-ms", "0.1"], "below the cheapest arch of space 'tiny'"),
+        (["--device", DEVICE, "--ray-address", "127.0.0.1:9"], "does not answer"),
+        (["--device", DEVICE, "--resume"], "nothing to resume"),
+    ],
+)
+def test_bad_input_fails_before_any_training(tmp_path, capsys, args, message):
+    code = main(["search", "--space", "tiny", "--out", str(tmp_path / "run"), *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists(), "no supernet was trained"
