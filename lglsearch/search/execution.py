@@ -33,6 +33,7 @@ __all__ = [
     "LocalExecutor",
     "RayExecutor",
     "WorkerSpec",
+    "check_ray_address",
     "default_workers",
     "make_executor",
 ]
@@ -105,7 +106,7 @@ class LocalExecutor:
         self.pending.clear()
 
 
-def _check_address(address: str) -> None:
+def check_ray_address(address: str) -> None:
     """Fail in seconds, not after Ray's long retries, when a cluster address does not answer."""
     if address in ("auto", "local") or address.startswith("ray://"):
         return
@@ -135,7 +136,7 @@ class RayExecutor:
         from ray.util import ActorPool
 
         if address:
-            _check_address(address)
+            check_ray_address(address)
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             try:

@@ -23,10 +23,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from lglsearch.cost.build import load_or_build_host
 from lglsearch.cost.ops import space_ops
-from lglsearch.cost.table import CostTable
+from lglsearch.cost.table import HOST, CostTable
 from lglsearch.errors import LglsearchError
-from lglsearch.search.execution import Executor, WorkerSpec, _check_address, default_workers, make_executor
+from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Pricer, parse_objectives
 from lglsearch.space import PRESETS, Space, load_space
 
@@ -277,8 +278,11 @@ def run_search(
     if config.trials < 1 or config.population < 2:
         raise LglsearchError("--trials must be >= 1 and --population >= 2")
     out = Path(out) if out is not None else default_out(config)
-    table = CostTable.load(config.device)
     space = load_space(config.space)
+    if config.device == HOST:  # this machine's table is measured on first use (about a minute)
+        table = load_or_build_host(space_ops(space), space_name=space.name)
+    else:
+        table = CostTable.load(config.device)
     budgets = Budgets(config.budget_ms, config.energy_budget_mj)
     objectives = parse_objectives(config.objectives, table)
     pricer = Pricer(table, budgets)
@@ -290,7 +294,7 @@ def run_search(
     identity = _identity(config, space, objectives, supernet_id)
     _check_run_dir(out, identity, resume)
     if config.ray_address:
-        _check_address(config.ray_address)
+        check_ray_address(config.ray_address)
 
     spec, state, provenance = _prepare_supernet(config, space, progress)
     out.mkdir(parents=True, exist_ok=True)
