@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -395,11 +396,12 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
         max_steps_per_epoch=2 if args.smoke_test else None,
     )
     if args.minutes is not None:
-        epochs = epochs_for_minutes(config, args.minutes)
+        epochs = epochs_for_minutes(config, args.minutes, accelerator=args.accelerator)
         config = TrainConfig(**{**config.__dict__, "epochs": epochs})
         print(f"lglsearch: {args.minutes:g} minutes on this machine fit {epochs} epoch(s)", file=sys.stderr)
-    trained = train_supernet(config, Path(args.out) if args.out else None)
-    print(f"supernet: {trained.directory} ({trained.epochs_done} epoch(s), {trained.data.source})")
+    trained = train_supernet(config, Path(args.out) if args.out else None, accelerator=args.accelerator)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        print(f"supernet: {trained.directory} ({trained.epochs_done} epoch(s), {trained.data.source})")
 
 
 def cmd_supernet_eval(args: argparse.Namespace) -> None:
@@ -603,6 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="where to keep it (default: the user cache, keyed by the config)")
     p.add_argument("--smoke-test", action="store_true", help="one epoch of two steps: check the pipeline")
+    p.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="train on the CPU or a CUDA GPU (auto: a GPU when there is one); under torchrun, one per process",
+    )
     p.set_defaults(func=cmd_supernet_train)
     p = sn_sub.add_parser("eval", help="proxy accuracy of an arch from a trained supernet")
     p.add_argument("--supernet", required=True, metavar="DIR")

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from lglsearch.nn import EdgeViT, build_model
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
+from lglsearch.train.distributed import placement
 from lglsearch.train.supernet import TrainConfig, _loader, make_optimizer, steps_per_epoch
 from lglsearch.train.supernet import evaluate as top1
 
@@ -23,10 +24,14 @@ def evaluate(model: nn.Module, data: ImageData) -> float:
     return top1(model, data.val)
 
 
-def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progress: bool = True) -> EdgeViT:
-    """`arch` trained from scratch on `data` with `config`'s epochs, batch, AdamW and cosine schedule."""
+def train_standalone(
+    arch: Arch, data: ImageData, config: TrainConfig, *, progress: bool = True, accelerator: str = "auto"
+) -> EdgeViT:
+    """`arch` trained from scratch on `data` with `config`'s epochs, batch, AdamW and cosine schedule
+    (on a CUDA GPU when `accelerator` finds one; the returned model is on the CPU)."""
+    device = placement(accelerator).device
     torch.manual_seed(config.seed)
-    model = build_model(arch)
+    model = build_model(arch).to(device)
     steps = steps_per_epoch(config, data)
     optimizer, scheduler = make_optimizer(model, config, steps)
     for epoch in range(config.epochs):
@@ -43,7 +48,7 @@ def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progre
         for step, (images, labels) in enumerate(loader):
             if step >= steps:
                 break
-            loss = F.cross_entropy(model(images), labels)
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -51,4 +56,4 @@ def train_standalone(arch: Arch, data: ImageData, config: TrainConfig, *, progre
             bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.update(1)
         bar.close()
-    return model.eval()
+    return model.cpu().eval()

@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Arch, Space, load_space
 from lglsearch.train.data import ImageData, load_data
+from lglsearch.train.distributed import Placement, average_gradients, placement
 
 __all__ = [
     "TrainConfig",
@@ -73,9 +74,11 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None  # a quick mode for tests and demos
 
-    def key(self, space: Space, data_source: str) -> str:
-        """A short hash of the resolved space, data and recipe."""
+    def key(self, space: Space, data_source: str, world: int = 1) -> str:
+        """A short hash of the resolved space, data and recipe (and the process count under torchrun)."""
         recipe = dataclasses.asdict(self) | {"space": space.to_dict(), "data": data_source}
+        if world > 1:  # each process takes a batch: a different global batch and schedule
+            recipe["world"] = world
         return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -117,32 +120,43 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bool = True) -> TrainedSupernet:
-    """Train (or resume, or reuse from the cache) the supernet `config` describes."""
+def train_supernet(
+    config: TrainConfig, out: Path | None = None, *, progress: bool = True, accelerator: str = "auto"
+) -> TrainedSupernet:
+    """Train (or resume, or reuse from the cache) the supernet `config` describes.
+
+    On the CPU, a CUDA GPU (`accelerator` auto picks one when present), or under `torchrun` as
+    several processes averaging their gradients; the returned network is on the CPU.
+    """
     if config.epochs < 1:
         raise LglsearchError(f"epochs must be >= 1, got {config.epochs}")
+    where = placement(accelerator)
+    progress = progress and where.main
     space, data = _resolve(config)
-    directory = out or supernet_dir() / config.key(space, data.source)
+    directory = out or supernet_dir() / config.key(space, data.source, where.world)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(
-        json.dumps(
-            dataclasses.asdict(config) | {"data_source": data.source, "space_resolved": space.to_dict()}, indent=2
-        )
-    )
+    if where.main:
+        extra = {"data_source": data.source, "space_resolved": space.to_dict(), "world": where.world}
+        (directory / "config.json").write_text(json.dumps(dataclasses.asdict(config) | extra, indent=2))
     torch.manual_seed(config.seed)
-    net = Supernet(space)
-    steps = steps_per_epoch(config, data)
+    net = Supernet(space).to(where.device)
+    steps = steps_per_epoch(config, data, where.world)
     optimizer, scheduler = make_optimizer(net, config, steps)
     start_epoch = 0
     checkpoint = directory / CHECKPOINT
     if checkpoint.is_file():
         state = _read_checkpoint(checkpoint, config, space)
+        if state.get("world", 1) != where.world:
+            raise LglsearchError(
+                f"{checkpoint} was trained by {state.get('world', 1)} process(es), this run has {where.world}; "
+                "resume it with the same count, or pass another --out"
+            )
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
         if progress and start_epoch < config.epochs:
             print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
-    if progress and start_epoch == 0:
+    if progress and start_epoch == 0:  # (a cached, finished supernet says nothing)
         print(
             f"lglsearch: training a supernet ({config.epochs} epochs; the default takes about 11 minutes on 2 cores) "
             f"into {directory}, kept for reuse",
@@ -161,35 +175,51 @@ def train_supernet(config: TrainConfig, out: Path | None = None, *, progress: bo
             file=sys.stderr,
         )
         seen, started = 0, time.perf_counter()
-        loader = _loader(data.train, config.batch_size, config.seed + epoch, shuffle=True)
-        for step, (images, labels) in enumerate(loader):
+        for step, (images, labels) in enumerate(_epoch_loader(data, config, epoch, where)):
             if step >= steps:
                 break
+            images, labels = images.to(where.device, non_blocking=True), labels.to(where.device, non_blocking=True)
             loss = _sandwich_step(net, space, images, labels, rng, config.n_random)
+            average_gradients(net, where)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(epoch * steps + step + 1)
-            seen += len(labels)
+            seen += len(labels) * where.world
             bar.set_postfix(
                 loss=f"{loss:.3f}", img_s=f"{seen * (2 + config.n_random) / (time.perf_counter() - started):.0f}"
             )
             bar.update(1)
         bar.close()
-        _save_atomic(
-            {
-                "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "config": dataclasses.asdict(config),
-                "space": space.to_dict(),
-            },
-            checkpoint,
-        )
-    return TrainedSupernet(net.eval(), config, data, directory, config.epochs)
+        if where.main:
+            _save_atomic(
+                {
+                    "net": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "config": dataclasses.asdict(config),
+                    "space": space.to_dict(),
+                    "world": where.world,
+                },
+                checkpoint,
+            )
+    where.close()
+    return TrainedSupernet(net.cpu().eval(), config, data, directory, config.epochs)
 
 
-def steps_per_epoch(config: TrainConfig, data: ImageData) -> int:
-    return min(len(data.train) // config.batch_size, config.max_steps_per_epoch or 10**9)
+def _epoch_loader(data: ImageData, config: TrainConfig, epoch: int, where: Placement) -> DataLoader:
+    """This process's batches of an epoch: all of them alone, a disjoint shard under torchrun."""
+    if where.world == 1:
+        return _loader(data.train, config.batch_size, config.seed + epoch, shuffle=True)
+    shard = DistributedSampler(
+        data.train, num_replicas=where.world, rank=where.rank, shuffle=True, seed=config.seed + epoch, drop_last=True
+    )
+    return DataLoader(
+        data.train, batch_size=config.batch_size, sampler=shard, drop_last=True, pin_memory=where.device.type == "cuda"
+    )
+
+
+def steps_per_epoch(config: TrainConfig, data: ImageData, world: int = 1) -> int:
+    return min(len(data.train) // (config.batch_size * world), config.max_steps_per_epoch or 10**9)
 
 
 def make_optimizer(
@@ -208,21 +238,33 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int = 3) -> int:
+def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int = 3, accelerator: str = "auto") -> int:
     """How many epochs of `config` fit in `minutes` on this machine, from timing a few steps."""
     if minutes <= 0:
         raise LglsearchError(f"minutes must be > 0, got {minutes}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LglsearchError("--minutes times one process alone; under torchrun give --epochs")
+    device = placement(accelerator).device
     space, data = _resolve(config)
-    net = Supernet(space).train()
+    net = Supernet(space).to(device).train()
     optimizer, _ = make_optimizer(net, config, 1)
     loader = iter(_loader(data.train, config.batch_size, config.seed, shuffle=True))
     rng = np.random.default_rng(config.seed)
-    _sandwich_step(net, space, *next(loader), rng, config.n_random)  # warm-up
+
+    def step() -> None:
+        images, labels = next(loader)
+        _sandwich_step(net, space, images.to(device), labels.to(device), rng, config.n_random)
+
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(probe_steps):
-        _sandwich_step(net, space, *next(loader), rng, config.n_random)
+        step()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     per_step = (time.perf_counter() - started) / probe_steps
     return max(1, int(minutes * 60 / (per_step * steps_per_epoch(config, data))))
 
@@ -322,8 +364,9 @@ def accuracy(
     net.train()
     if calib is None:
         calib = calibration_images(data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
+    device = next(net.parameters()).device
     for images in calib:
-        net(images)
+        net(images.to(device))
     net.eval()
     top1 = evaluate(net, data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val)))))
     for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):
@@ -338,8 +381,9 @@ def accuracy(
 def evaluate(model: nn.Module, dataset: Any) -> float:
     """Top-1 of `model` (in eval mode) on `dataset`."""
     model.eval()
+    device = next(model.parameters()).device
     correct = total = 0
     for images, labels in _loader(dataset, 256, 0, shuffle=False):
-        correct += int((model(images).argmax(dim=-1) == labels).sum())
+        correct += int((model(images.to(device)).argmax(dim=-1).cpu() == labels).sum())
         total += len(labels)
     return correct / total
