@@ -338,26 +338,14 @@ def cmd_space(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    from dataclasses import fields
     from pathlib import Path
 
     from lglsearch.report import write_search_report
     from lglsearch.search.study import SearchConfig, default_out, run_search
 
-    config = SearchConfig(
-        device=args.device,
-        budget_ms=args.budget_ms,
-        energy_budget_mj=args.energy_budget_mj,
-        space=args.space,
-        trials=args.trials,
-        sampler=args.sampler,
-        objectives=args.objectives,
-        population=args.population,
-        seed=args.seed,
-        supernet=args.supernet,
-        data=args.data,
-        workers=args.workers,
-        ray_address=args.ray_address,
-    )
+    # the options are named as the config's fields
+    config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig) if hasattr(args, f.name)})
     out = Path(args.out) if args.out else default_out(config)
     try:
         run = run_search(config, out, resume=args.resume)

@@ -212,3 +212,16 @@ def test_bad_input_fails_before_any_training(tmp_path, capsys, args, message):
     code = main(["search", "--space", "tiny", "--out", str(tmp_path / "run"), *args])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "cache").exists(), "no supernet was trained"
+
+
+def test_cli_search_end_to_end(tmp_path, capsys, supernet, median_budget):
+    out = tmp_path / "run"
+    argv = ["search", "--device", DEVICE, "--budget-ms", str(median_budget), "--space", "tiny", "--trials", "3"]
+    argv += ["--population", "4", "--workers", "1", "--supernet", str(supernet), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    front = pd.read_csv(out / "pareto.csv")
+    assert f"{len(front)} Pareto-optimal archs on {DEVICE}" in printed
+    assert all(arch_id in printed for arch_id in front["arch_id"])
+    assert main([*argv[:-2], "--out", str(out), "--resume", "--trials", "4"]) == 0  # extends the finished search
+    assert (pd.read_csv(out / "trials.csv")["state"] == "COMPLETE").sum() == 4
