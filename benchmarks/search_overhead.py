@@ -35,26 +35,26 @@ def lglsearch_per_trial(trials: int, workers: int) -> tuple[float, float]:
     return span / trials, total - span
 
 
+def _define(trial) -> None:  # module level: Tune pickles its searcher
+    load_space().suggest(trial)
+
+
+def _objective(config: dict) -> dict:
+    return {"accuracy": 0.0, "latency": 1.0}
+
+
 def tune_per_trial(trials: int, reuse_actors: bool, quiet: bool) -> float:
     import optuna
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    space = load_space()
-
-    def define(trial: optuna.Trial) -> None:
-        space.suggest(trial)
-
-    def objective(config: dict) -> dict:
-        return {"accuracy": 0.0, "latency": 1.0}
-
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=not quiet, logging_level="ERROR")
     searcher = OptunaSearch(
-        space=define, metric=["accuracy", "latency"], mode=["max", "min"], sampler=optuna.samplers.NSGAIISampler()
+        space=_define, metric=["accuracy", "latency"], mode=["max", "min"], sampler=optuna.samplers.NSGAIISampler()
     )
     tuner = tune.Tuner(
-        objective,
+        _objective,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(verbose=0 if quiet else 1, storage_path=tempfile.mkdtemp()),
     )
