@@ -34,6 +34,21 @@ def _table(device: str, keys: list[str] | None = None, space_name: str | None = 
     return CostTable.load(device)
 
 
+def _train_config(args: argparse.Namespace, space: str | None = None):  # -> TrainConfig
+    """The training recipe of `supernet train` and `ablate` from their shared options."""
+    from lglsearch.train.supernet import TrainConfig
+
+    return TrainConfig(
+        space=space,
+        data=args.data,
+        resolution=args.resolution,
+        epochs=args.epochs or (1 if args.smoke_test else TrainConfig.epochs),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_steps_per_epoch=2 if args.smoke_test else None,
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     import math
 
@@ -374,15 +389,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
 
     from lglsearch.train.supernet import TrainConfig, epochs_for_minutes, train_supernet
 
-    config = TrainConfig(
-        space=args.space,
-        data=args.data,
-        resolution=args.resolution,
-        epochs=args.epochs or (1 if args.smoke_test else TrainConfig.epochs),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        max_steps_per_epoch=2 if args.smoke_test else None,
-    )
+    config = _train_config(args, space=args.space)
     if args.minutes is not None:
         epochs = epochs_for_minutes(config, args.minutes, accelerator=args.accelerator)
         config = TrainConfig(**{**config.__dict__, "epochs": epochs})
@@ -416,18 +423,10 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
     from lglsearch.ablate import run_ablation, run_dir
     from lglsearch.space import PRESETS, parse_arch
-    from lglsearch.train.supernet import TrainConfig
 
     base = parse_arch(args.base)
     label = args.base if args.base in PRESETS else base.id
-    config = TrainConfig(
-        data=args.data,
-        resolution=args.resolution,
-        epochs=args.epochs or (1 if args.smoke_test else TrainConfig.epochs),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        max_steps_per_epoch=2 if args.smoke_test else None,
-    )
+    config = _train_config(args)
     out = Path(args.out) if args.out else run_dir(args.study, label, args.device)
     if args.smoke_test and not args.out:
         out = out.with_name(f"{out.name}-smoke")  # so that the real study does not find other arguments there
