@@ -58,7 +58,7 @@ def main() -> None:
                 continue
             config = SearchConfig(DEVICE, args.budget_ms, trials=args.trials, sampler=sampler, seed=seed)
             run = search(config, args.out / key.replace("/", "-"))
-            front = front_frame(run.study, run.objectives)
+            front = front_frame(run.study)
             save(
                 key,
                 {
@@ -78,7 +78,7 @@ def main() -> None:
         latency, energy = table.cost(preset)
         config = SearchConfig(DEVICE, latency, trials=args.trials, seed=0)
         run = search(config, args.out / key.replace("/", "-"))
-        front = front_frame(run.study, run.objectives)
+        front = front_frame(run.study)
         row = run.presets.set_index("name").loc[name]
         best = dominating(front, row, run.objectives)
         save(

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lglsearch.cost.build import load_or_build_host
+from lglsearch.cost.build import load_device_table
 from lglsearch.cost.derive import PHONES, derive_table
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner
@@ -277,9 +277,7 @@ def variant_space(archs: Sequence[Arch], *, name: str = "ablation") -> Space:
 def device_table(device: str, keys: Sequence[str], *, runner: OrtRunner | None = None) -> CostTable:
     """`device`'s table holding every key it can: the host measures missing keys, a shipped phone
     derives them with its stored transfer model (as `lglsearch lut derive` without --reference)."""
-    if device == HOST:
-        return load_or_build_host(keys, runner=runner)
-    table = CostTable.load(device)
+    table = load_device_table(device, keys, runner=runner)
     missing = table.missing(keys)
     if missing and device in PHONES and "transfer" in table.meta:
         print(

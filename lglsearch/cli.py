@@ -26,12 +26,9 @@ def _space(path: str | None):  # -> Space
 
 def _table(device: str, keys: list[str] | None = None, space_name: str | None = None):  # -> CostTable
     """A device's table; the host table measures the keys it lacks first (built on first use)."""
-    from lglsearch.cost.build import load_or_build_host
-    from lglsearch.cost.table import HOST, CostTable
+    from lglsearch.cost.build import load_device_table
 
-    if device == HOST:
-        return load_or_build_host(keys or [], space_name=space_name)
-    return CostTable.load(device)
+    return load_device_table(device, keys or [], space_name=space_name)
 
 
 def _train_config(args: argparse.Namespace, space: str | None = None):  # -> TrainConfig

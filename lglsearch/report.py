@@ -94,7 +94,7 @@ def _provenance(run: SearchRun) -> list[str]:
 def write_search_report(run: SearchRun) -> dict[str, Path]:
     """Write pareto.csv/.json, trials.csv, family/<arch id>.json, report.md and pareto.png; return their paths."""
     out = run.out
-    trials, front = trials_frame(run.study, run.objectives), front_frame(run.study, run.objectives)
+    trials, front = trials_frame(run.study), front_frame(run.study)
     paths = {name: out / name for name in ("pareto.csv", "pareto.json", "trials.csv", "report.md", "pareto.png")}
     front.to_csv(paths["pareto.csv"], index=False)
     members = [

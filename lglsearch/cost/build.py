@@ -32,7 +32,15 @@ from lglsearch.cost.table import HOST, CostTable, table_path, user_tables_dir
 from lglsearch.errors import LglsearchError
 from lglsearch.export import export_onnx
 
-__all__ = ["BuildReport", "build_phone_table", "build_table", "cpu_name", "host_meta", "load_or_build_host"]
+__all__ = [
+    "BuildReport",
+    "build_phone_table",
+    "build_table",
+    "cpu_name",
+    "host_meta",
+    "load_device_table",
+    "load_or_build_host",
+]
 
 
 def cpu_name() -> str:
@@ -141,6 +149,15 @@ def load_or_build_host(
     todo = len(table.missing(keys)) if table else len(set(keys))
     print(f"lglsearch: measuring {todo} op(s) missing from the host table ({path})", file=sys.stderr)
     return build_table(HOST, keys, runner=runner, space_name=space_name).table
+
+
+def load_device_table(
+    device: str, keys: Sequence[str], *, runner: OrtRunner | None = None, space_name: str | None = None
+) -> CostTable:
+    """A device's table; the host's measures the keys of `keys` it lacks first (built on first use)."""
+    if device == HOST:
+        return load_or_build_host(keys, runner=runner, space_name=space_name)
+    return CostTable.load(device)
 
 
 def build_phone_table(

@@ -17,16 +17,14 @@ COLUMNS = ("accuracy", "latency_ms", "energy_mj", "params_m", "macs_g")
 _COST = {"latency": "latency_ms", "energy": "energy_mj"}
 
 
-def trials_frame(study: optuna.Study, objectives: tuple[str, ...]) -> pd.DataFrame:
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial: number, state, the objectives, the price and the arch (rejected ones have no accuracy)."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "user_attrs", "duration"))
     if frame.empty:
         return pd.DataFrame(columns=["number", "state", *COLUMNS, "arch_id", "arch"])
     frame = frame.rename(columns=lambda c: c.removeprefix("user_attrs_"))
-    if "values_0" in frame:
+    if "values_0" in frame:  # a study has two objectives or more; accuracy is the first
         frame["accuracy"] = frame["values_0"]
-    elif "value" in frame:
-        frame["accuracy"] = frame["value"]
     frame = frame.drop(columns=[c for c in frame if c.startswith("values_")])
     for column in COLUMNS:
         if column not in frame:
@@ -35,7 +33,7 @@ def trials_frame(study: optuna.Study, objectives: tuple[str, ...]) -> pd.DataFra
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def front_frame(study: optuna.Study, objectives: tuple[str, ...]) -> pd.DataFrame:
+def front_frame(study: optuna.Study) -> pd.DataFrame:
     """The Pareto-optimal archs (Optuna's best_trials), one row per distinct arch, by latency."""
     rows = [
         {

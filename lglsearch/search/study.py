@@ -23,12 +23,12 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from lglsearch.cost.build import load_or_build_host
+from lglsearch.cost.build import load_device_table
 from lglsearch.cost.ops import space_ops
-from lglsearch.cost.table import HOST, CostTable
+from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, default_workers, make_executor
-from lglsearch.search.objectives import OBJECTIVES, Budgets, Pricer, parse_objectives
+from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.space import PRESETS, Space, load_space
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
@@ -190,7 +190,7 @@ def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def _price_row(price: Any) -> dict[str, float]:
+def _price_row(price: Price) -> dict[str, float]:
     return {
         "latency_ms": price.latency_ms,
         "energy_mj": price.energy_mj,
@@ -279,14 +279,12 @@ def run_search(
         raise LglsearchError("--trials must be >= 1 and --population >= 2")
     out = Path(out) if out is not None else default_out(config)
     space = load_space(config.space)
-    if config.device == HOST:  # this machine's table is measured on first use (about a minute)
-        table = load_or_build_host(space_ops(space), space_name=space.name)
-    else:
-        table = CostTable.load(config.device)
+    keys = space_ops(space)
+    table = load_device_table(config.device, keys, space_name=space.name)  # the host's: measured on first use
     budgets = Budgets(config.budget_ms, config.energy_budget_mj)
     objectives = parse_objectives(config.objectives, table)
     pricer = Pricer(table, budgets)
-    missing = table.missing(space_ops(space))
+    missing = table.missing(keys)
     if missing:
         table.op_latency(missing[0])  # raises, naming the key and the command that adds it
     pricer.check_reachable(space)
@@ -316,7 +314,8 @@ def run_search(
         if progress:
             complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             print(f"lglsearch: resuming {out}: {complete} trial(s) done, {retried} to run again", file=sys.stderr)
-    executor = make_executor(spec, state, config.workers or default_workers(), config.ray_address)
+    workers = config.workers or default_workers()
+    executor = make_executor(spec, state, workers, config.ray_address)
     try:
         presets_file = out / PRESETS_FILE
         if resume and presets_file.is_file():
@@ -327,5 +326,5 @@ def run_search(
         _optimise(study, space, pricer, executor, config, objectives, progress)
     finally:
         executor.close()
-    provenance |= {"table": table.meta, "workers": config.workers or default_workers()}
+    provenance |= {"table": table.meta, "workers": workers}
     return SearchRun(out, study, objectives, budgets, space, table, presets, provenance, time.perf_counter() - started)
