@@ -1,12 +1,16 @@
-"""Ranking fidelity of the proxy supernet: supernet accuracy against stand-alone accuracy.
+"""Ranking fidelity of the proxy supernet: supernet scores against stand-alone accuracy.
 
-Trains the default supernet (or reuses it from the cache), picks the three presets and archs
-spread over the default space's MAC range, trains each stand-alone on the same proxy with the
-same recipe and budget, trains some again with a second seed, and reports Kendall tau and
-Spearman rho between the two accuracies, with the seed-to-seed spread. Every finished arch is
+Picks the three presets and archs spread over the default space's MAC range (9 from one sample,
+`--extra` more from a second), trains each stand-alone on the same proxy with the same recipe
+and budget, with two seeds, and reports Kendall tau and Spearman rho between the stand-alone
+accuracy and the supernet's top-1 and validation cross-entropy, beside the seed-to-seed tau of
+stand-alone training itself (which bounds what any proxy can show). Every finished training is
 written to OUT/results.json at once, so an interrupted run resumes. Usage:
 
-    python benchmarks/ranking_fidelity.py [--archs 12] [--second-seed 4] [--epochs 3] [--out runs/ranking]
+    python benchmarks/ranking_fidelity.py [--extra 12] [--seeds 2] [--epochs 3] [--supernet DIR ...]
+                                          [--out runs/ranking]
+
+Without --supernet it trains (or reuses from the cache) the default supernet of `--epochs`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,17 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from lglsearch.counting import count
-from lglsearch.space import PRESETS
-from lglsearch.train.standalone import evaluate, train_standalone
-from lglsearch.train.supernet import TrainConfig, accuracy, train_supernet
+from lglsearch.space import PRESETS, Arch
+from lglsearch.train.data import load_data
+from lglsearch.train.standalone import train_standalone
+from lglsearch.train.supernet import (
+    TrainConfig,
+    calibration_images,
+    load_supernet,
+    measure,
+    proxy_score,
+    train_supernet,
+)
 
 
 def spread_archs(space, n: int, seed: int) -> list:
@@ -32,62 +44,86 @@ def spread_archs(space, n: int, seed: int) -> list:
     return [sample[int(q * (len(sample) - 1))] for q in np.linspace(0.02, 0.98, n)]
 
 
+def ranking_archs(space, extra: int) -> list[tuple[str, Arch]]:
+    """The presets, 9 archs spread with sampling seed 0 and `extra` spread with seed 1."""
+    presets = [(n, p.replace(resolution=space.resolution, num_classes=space.num_classes)) for n, p in PRESETS.items()]
+    spread = spread_archs(space, 9, seed=0) + (spread_archs(space, extra, seed=1) if extra else [])
+    seen = {a for _, a in presets}
+    return presets + [("sample", a) for a in spread if not (a in seen or seen.add(a))]
+
+
+def correlations(x: list[float], y: list[float]) -> str:
+    return f"tau {kendalltau(x, y).statistic:.3f}, rho {spearmanr(x, y).statistic:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=12, help="archs in all, presets included")
-    parser.add_argument("--second-seed", type=int, default=4, help="archs trained again with seed 1")
+    parser.add_argument("--extra", type=int, default=12, help="archs beyond the presets and the first 9")
+    parser.add_argument("--seeds", type=int, default=2, help="stand-alone trainings of every arch")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--supernet", type=Path, nargs="*", default=[], help="trained supernet directories to score")
     parser.add_argument("--out", type=Path, default=Path("runs/ranking"))
+    parser.add_argument("--report-only", action="store_true", help="train nothing: report the archs done so far")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
     config = TrainConfig(epochs=args.epochs)
-    started = time.perf_counter()
-    trained = train_supernet(config)
-    print(f"supernet: {trained.directory} ({time.perf_counter() - started:.0f} s, 0 if cached)", flush=True)
-    space, data = trained.net.space, trained.data
-    presets = [p.replace(resolution=space.resolution, num_classes=space.num_classes) for p in PRESETS.values()]
-    archs = presets + spread_archs(space, args.archs - len(presets), seed=0)
-    jobs = [(a, 0) for a in archs] + [
-        (a, 1) for a in archs[:: max(1, len(archs) // args.second_seed)][: args.second_seed]
-    ]
-    for arch, seed in jobs:
-        key = f"{arch.id}/seed{seed}"
-        if key in results:
-            continue
-        t0 = time.perf_counter()
-        model = train_standalone(arch, data, TrainConfig(**{**config.__dict__, "seed": seed}))
-        results[key] = {
-            "arch_id": arch.id,
-            "seed": seed,
-            "label": next((n for n, p in zip(PRESETS, presets, strict=True) if p == arch), "sample"),
-            "macs_g": count(arch).macs_g,
-            "standalone": evaluate(model, data),
-            "supernet": accuracy(trained.net, arch, data),
-            "seconds": time.perf_counter() - t0,
-            "arch": arch.to_dict(),
-        }
-        results_path.write_text(json.dumps(results, indent=2))
-        r = results[key]
+    supernets = args.supernet
+    if not supernets:
+        started = time.perf_counter()
+        supernets = [train_supernet(config).directory]
+        print(f"supernet: {supernets[0]} ({time.perf_counter() - started:.0f} s, 0 if cached)", flush=True)
+    space = load_supernet(supernets[0]).space
+    data = load_data(config.data, space.resolution)
+    archs = ranking_archs(space, args.extra)
+    for label, arch in archs:
+        for seed in range(args.seeds):
+            key = f"{arch.id}/seed{seed}"
+            if key in results or args.report_only:
+                continue
+            t0 = time.perf_counter()
+            model = train_standalone(arch, data, TrainConfig(**{**config.__dict__, "seed": seed}), progress=False)
+            score = measure(model, data.val)
+            results[key] = {
+                "arch_id": arch.id,
+                "seed": seed,
+                "label": label,
+                "macs_g": count(arch).macs_g,
+                "standalone": score.top1,
+                "standalone_loss": score.loss,
+                "seconds": time.perf_counter() - t0,
+                "arch": arch.to_dict(),
+            }
+            results_path.write_text(json.dumps(results, indent=2))
+            print(f"{key} {label}: stand-alone {score.top1:.4f} ({results[key]['seconds']:.0f} s)", flush=True)
+
+    archs = [(label, a) for label, a in archs if all(f"{a.id}/seed{s}" in results for s in range(args.seeds))]
+    ids = [a.id for _, a in archs]
+    by_seed = [[results[f"{i}/seed{s}"]["standalone"] for i in ids] for s in range(args.seeds)]
+    mean = list(np.mean(by_seed, axis=0))
+    print(f"\n{len(ids)} archs, stand-alone top-1 {min(mean):.4f}-{max(mean):.4f} (mean of {args.seeds} seeds)")
+    if args.seeds > 1:
+        diffs = np.abs(np.subtract(by_seed[0], by_seed[1]))
         print(
-            f"{key} {r['label']}: stand-alone {r['standalone']:.4f} supernet {r['supernet']:.4f} "
-            f"({r['seconds']:.0f} s)",
+            f"seed 0 vs seed 1: {correlations(by_seed[0], by_seed[1])}; "
+            f"|difference| mean {diffs.mean():.4f}, max {diffs.max():.4f}"
+        )
+    for directory in supernets:
+        net = load_supernet(directory, space)
+        calib = calibration_images(data)
+        scores = [proxy_score(net, a, data, calib=calib) for _, a in archs]
+        (args.out / f"supernet-{Path(directory).name}.json").write_text(
+            json.dumps({i: s.__dict__ for i, s in zip(ids, scores, strict=True)}, indent=2)
+        )
+        top1, neg_loss = [s.top1 for s in scores], [-s.loss for s in scores]
+        print(
+            f"supernet {Path(directory).name}: top-1 {min(top1):.4f}-{max(top1):.4f}\n"
+            f"  top-1 vs seed 0: {correlations(by_seed[0], top1)};  vs mean: {correlations(mean, top1)}\n"
+            f"  -loss vs seed 0: {correlations(by_seed[0], neg_loss)};  vs mean: {correlations(mean, neg_loss)}",
             flush=True,
         )
-    first = [r for r in results.values() if r["seed"] == 0]
-    stand, sup = [r["standalone"] for r in first], [r["supernet"] for r in first]
-    pairs = [
-        (results[f"{r['arch_id']}/seed0"]["standalone"], r["standalone"]) for r in results.values() if r["seed"] == 1
-    ]
-    spread = [abs(a - b) for a, b in pairs]
-    print(
-        f"\n{len(first)} archs: Kendall tau {kendalltau(stand, sup).statistic:.3f}, "
-        f"Spearman rho {spearmanr(stand, sup).statistic:.3f}; stand-alone accuracy range "
-        f"{min(stand):.4f}-{max(stand):.4f}; seed-to-seed |difference| over {len(spread)} archs: "
-        f"mean {np.mean(spread):.4f}, max {np.max(spread):.4f}"
-    )
 
 
 if __name__ == "__main__":

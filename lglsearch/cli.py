@@ -399,18 +399,18 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
 def cmd_supernet_eval(args: argparse.Namespace) -> None:
     from lglsearch.space import parse_arch
     from lglsearch.train.data import load_data
-    from lglsearch.train.supernet import accuracy, load_supernet
+    from lglsearch.train.supernet import load_supernet, proxy_score
 
     net = load_supernet(args.supernet)
     arch = parse_arch(args.arch)
     if arch.resolution != net.space.resolution or arch.num_classes != net.space.num_classes:
         arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
     data = load_data(args.data, net.space.resolution)
-    top1 = accuracy(net, arch, data, seed=args.seed)
+    score = proxy_score(net, arch, data, seed=args.seed)
     print(
-        json.dumps({"arch_id": arch.id, "accuracy": top1, "supernet": args.supernet})
+        json.dumps({"arch_id": arch.id, "accuracy": score.top1, "loss": score.loss, "supernet": args.supernet})
         if args.json
-        else f"{arch}\nproxy top-1 {100 * top1:.2f}% ({data.source})"
+        else f"{arch}\nproxy top-1 {100 * score.top1:.2f}%, cross-entropy {score.loss:.4f} ({data.source})"
     )
 
 

@@ -66,6 +66,34 @@ def test_accuracy_is_deterministic_and_leaves_the_supernet_as_it_was(tmp_path):
     assert accuracy(loaded, arch, trained.data, calib_batches=2, batch_size=32, max_val=200) == a
 
 
+def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path):
+    import torch.nn.functional as F
+
+    from lglsearch.train.supernet import calibration_images, proxy_score
+
+    trained = train_supernet(QUICK, tmp_path, progress=False)
+    net, data, arch = trained.net, trained.data, trained.net.space.smallest()
+    calib = calibration_images(data, calib_batches=2, batch_size=32)
+    score = proxy_score(net, arch, data, calib=calib, max_val=300)
+    assert score.top1 == accuracy(net, arch, data, calib=calib, max_val=300)
+    # the reference: recalibrate the same way, then one cross-entropy over all 300 logits at once
+    # (measure sums over batches of 256, so this also checks the batching)
+    net.set_arch(arch).train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        for images in calib:
+            net(images)
+        net.eval()
+        images, labels = zip(*(data.val[i] for i in range(300)), strict=True)
+        logits = net(torch.stack(images))
+    labels = torch.tensor(labels)
+    assert score.loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert score.top1 == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+
+
 def test_bad_checkpoints_and_spaces(tmp_path):
     train_supernet(QUICK, tmp_path, progress=False)
     from lglsearch.space import load_space
@@ -93,7 +121,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
 
     arch = load_space("tiny").smallest()
     assert main(["supernet", "eval", "--supernet", str(out), "--arch", arch.to_json(), "--json"]) == 0
-    assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1
+    shown = json.loads(capsys.readouterr().out)
+    assert 0 <= shown["accuracy"] <= 1 and shown["loss"] > 0
 
 
 def test_standalone_training_learns_and_matches_the_recipe():

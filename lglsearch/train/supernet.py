@@ -11,7 +11,9 @@ one instead of training again.
 
 `accuracy(arch)` recalibrates BatchNorm statistics for the arch on a few unaugmented training
 batches (the shared running statistics belong to no single arch), then measures top-1 on the
-validation split; with a seed it is deterministic.
+validation split; with a seed it is deterministic. `proxy_score(arch)` gives the validation
+cross-entropy beside it: a smoother score than top-1 on a small validation split (see
+benchmarks/RESULTS.md for how each ranks stand-alone accuracy).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.distributed import Placement, average_gradients, placement
 
 __all__ = [
+    "Score",
     "TrainConfig",
     "TrainedSupernet",
     "accuracy",
@@ -50,6 +53,8 @@ __all__ = [
     "load_supernet",
     "make_optimizer",
     "materialise",
+    "measure",
+    "proxy_score",
     "steps_per_epoch",
     "supernet_dir",
     "train_supernet",
@@ -339,8 +344,16 @@ def materialise(dataset: Any) -> TensorDataset:
     return TensorDataset(torch.stack(images), torch.tensor(labels))
 
 
+@dataclass(frozen=True)
+class Score:
+    """What a model scores on a validation split."""
+
+    top1: float
+    loss: float  # mean cross-entropy: every image counts by its confidence, not only right or wrong
+
+
 @torch.no_grad()
-def accuracy(
+def proxy_score(
     net: Supernet,
     arch: Arch,
     data: ImageData,
@@ -350,8 +363,8 @@ def accuracy(
     batch_size: int = 128,
     seed: int = 0,
     max_val: int | None = None,
-) -> float:
-    """Top-1 on the validation split after recalibrating BatchNorm for `arch`.
+) -> Score:
+    """Top-1 and cross-entropy on the validation split after recalibrating BatchNorm for `arch`.
 
     `calib` are the batches of `calibration_images(data, ...)`; pass them to reuse them.
     """
@@ -368,22 +381,34 @@ def accuracy(
     for images in calib:
         net(images.to(device))
     net.eval()
-    top1 = evaluate(net, data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val)))))
+    score = measure(net, data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val)))))
     for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.running_mean.copy_(mean)
         m.running_var.copy_(var)
         m.num_batches_tracked.copy_(tracked)
-    return top1
+    return score
+
+
+def accuracy(net: Supernet, arch: Arch, data: ImageData, **kwargs: Any) -> float:
+    """Top-1 on the validation split after recalibrating BatchNorm for `arch` (see `proxy_score`)."""
+    return proxy_score(net, arch, data, **kwargs).top1
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any) -> float:
-    """Top-1 of `model` (in eval mode) on `dataset`."""
+def measure(model: nn.Module, dataset: Any) -> Score:
+    """Top-1 and mean cross-entropy of `model` (in eval mode) on `dataset`."""
     model.eval()
     device = next(model.parameters()).device
-    correct = total = 0
+    correct, loss, total = 0, 0.0, 0
     for images, labels in _loader(dataset, 256, 0, shuffle=False):
-        correct += int((model(images.to(device)).argmax(dim=-1).cpu() == labels).sum())
+        logits = model(images.to(device)).cpu()
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
         total += len(labels)
-    return correct / total
+    return Score(correct / total, loss / total)
+
+
+def evaluate(model: nn.Module, dataset: Any) -> float:
+    """Top-1 of `model` (in eval mode) on `dataset`."""
+    return measure(model, dataset).top1
