@@ -48,8 +48,8 @@ def ranking_archs(space, extra: int) -> list[tuple[str, Arch]]:
     """The presets, 9 archs spread with sampling seed 0 and `extra` spread with seed 1."""
     presets = [(n, p.replace(resolution=space.resolution, num_classes=space.num_classes)) for n, p in PRESETS.items()]
     spread = spread_archs(space, 9, seed=0) + (spread_archs(space, extra, seed=1) if extra else [])
-    seen = {a for _, a in presets}
-    return presets + [("sample", a) for a in spread if not (a in seen or seen.add(a))]
+    taken = {a for _, a in presets}
+    return presets + [("sample", a) for a in dict.fromkeys(spread) if a not in taken]  # each arch once
 
 
 def correlations(x: list[float], y: list[float]) -> str:
@@ -110,9 +110,9 @@ def main() -> None:
             f"seed 0 vs seed 1: {correlations(by_seed[0], by_seed[1])}; "
             f"|difference| mean {diffs.mean():.4f}, max {diffs.max():.4f}"
         )
+    calib = calibration_images(data)  # the same batches for every supernet
     for directory in supernets:
         net = load_supernet(directory, space)
-        calib = calibration_images(data)
         scores = [proxy_score(net, a, data, calib=calib) for _, a in archs]
         (args.out / f"supernet-{Path(directory).name}.json").write_text(
             json.dumps({i: s.__dict__ for i, s in zip(ids, scores, strict=True)}, indent=2)
