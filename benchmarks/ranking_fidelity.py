@@ -3,12 +3,14 @@
 Picks the three presets and archs spread over the default space's MAC range (9 from one sample,
 `--extra` more from a second), trains each stand-alone on the same proxy with the same recipe
 and budget, with two seeds, and reports Kendall tau and Spearman rho between the stand-alone
-accuracy and the supernet's top-1 and validation cross-entropy, beside the seed-to-seed tau of
-stand-alone training itself (which bounds what any proxy can show). Every finished training is
-written to OUT/results.json at once, so an interrupted run resumes. Usage:
+accuracy (and cross-entropy) and the supernet's top-1 and validation cross-entropy, each scored
+on the inherited weights and after `--finetune-steps` steps of fine-tuning them, beside the
+seed-to-seed tau of stand-alone training itself (which bounds what any proxy can show). Every
+finished training and every supernet score is written under OUT at once, so an interrupted run
+resumes. Usage:
 
     python benchmarks/ranking_fidelity.py [--extra 12] [--seeds 2] [--epochs 3] [--supernet DIR ...]
-                                          [--out runs/ranking]
+                                          [--finetune-steps 0 60] [--out runs/ranking]
 
 Without --supernet it trains (or reuses from the cache) the default supernet of `--epochs`.
 """
@@ -16,6 +18,8 @@ Without --supernet it trains (or reuses from the cache) the default supernet of 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -31,6 +35,7 @@ from lglsearch.train.supernet import (
     TrainConfig,
     calibration_images,
     load_supernet,
+    materialise,
     measure,
     proxy_score,
     train_supernet,
@@ -62,6 +67,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="stand-alone trainings of every arch")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--supernet", type=Path, nargs="*", default=[], help="trained supernet directories to score")
+    parser.add_argument(
+        "--finetune-steps", type=int, nargs="+", default=[0, 60], help="score each arch after these fine-tuning steps"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/ranking"))
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the archs done so far")
     args = parser.parse_args()
@@ -101,29 +109,52 @@ def main() -> None:
 
     archs = [(label, a) for label, a in archs if all(f"{a.id}/seed{s}" in results for s in range(args.seeds))]
     ids = [a.id for _, a in archs]
-    by_seed = [[results[f"{i}/seed{s}"]["standalone"] for i in ids] for s in range(args.seeds)]
+    runs = [[results[f"{i}/seed{s}"] for i in ids] for s in range(args.seeds)]
+    by_seed = [[r["standalone"] for r in run] for run in runs]
     mean = list(np.mean(by_seed, axis=0))
     print(f"\n{len(ids)} archs, stand-alone top-1 {min(mean):.4f}-{max(mean):.4f} (mean of {args.seeds} seeds)")
-    if args.seeds > 1:
-        diffs = np.abs(np.subtract(by_seed[0], by_seed[1]))
-        print(
-            f"seed 0 vs seed 1: {correlations(by_seed[0], by_seed[1])}; "
-            f"|difference| mean {diffs.mean():.4f}, max {diffs.max():.4f}"
-        )
+    targets = {"top-1 seed 0": by_seed[0], f"top-1 mean of {args.seeds}": mean}
+    with_loss = [i for i, _ in enumerate(ids) if all("standalone_loss" in run[i] for run in runs)]
+    loss_ids = [ids[i] for i in with_loss]
+    if with_loss:  # older results lack the loss
+        neg_loss_mean = [-np.mean([run[i]["standalone_loss"] for run in runs]) for i in with_loss]
+        targets[f"-loss mean of {args.seeds} ({len(with_loss)} archs)"] = neg_loss_mean
+    for a, b in itertools.combinations(range(args.seeds), 2):
+        diffs = np.abs(np.subtract(by_seed[a], by_seed[b]))
+        line = f"seed {a} vs seed {b}: top-1 {correlations(by_seed[a], by_seed[b])}"
+        line += f"; |difference| mean {diffs.mean():.4f}, max {diffs.max():.4f}"
+        if len(with_loss) > 2:
+            losses = [[runs[s][i]["standalone_loss"] for i in with_loss] for s in (a, b)]
+            line += f"; loss ({len(with_loss)} archs) {correlations(*losses)}"
+        print(line)
+    data = dataclasses.replace(data, val=materialise(data.val))  # transformed once for all scorings
     calib = calibration_images(data)  # the same batches for every supernet
     for directory in supernets:
         net = load_supernet(directory, space)
-        scores = [proxy_score(net, a, data, calib=calib) for _, a in archs]
-        (args.out / f"supernet-{Path(directory).name}.json").write_text(
-            json.dumps({i: s.__dict__ for i, s in zip(ids, scores, strict=True)}, indent=2)
-        )
-        top1, neg_loss = [s.top1 for s in scores], [-s.loss for s in scores]
-        print(
-            f"supernet {Path(directory).name}: top-1 {min(top1):.4f}-{max(top1):.4f}\n"
-            f"  top-1 vs seed 0: {correlations(by_seed[0], top1)};  vs mean: {correlations(mean, top1)}\n"
-            f"  -loss vs seed 0: {correlations(by_seed[0], neg_loss)};  vs mean: {correlations(mean, neg_loss)}",
-            flush=True,
-        )
+        for steps in args.finetune_steps:
+            cache = args.out / f"supernet-{Path(directory).name}" / f"finetune{steps}.json"
+            cache.parent.mkdir(exist_ok=True)
+            scored = json.loads(cache.read_text()) if cache.is_file() else {}
+            for _, arch in archs:
+                if arch.id not in scored:
+                    t0 = time.perf_counter()
+                    score = proxy_score(net, arch, data, calib=calib, finetune_steps=steps)
+                    scored[arch.id] = score.__dict__ | {"seconds": time.perf_counter() - t0}
+                    cache.write_text(json.dumps(scored, indent=2))
+            top1 = [scored[i]["top1"] for i in ids]
+            neg = {i: -scored[i]["loss"] for i in ids}
+            seconds = np.mean([scored[i]["seconds"] for i in ids])
+            print(
+                f"supernet {Path(directory).name}, {steps} fine-tuning steps: top-1 {min(top1):.4f}-{max(top1):.4f}, "
+                f"{seconds:.1f} s an arch"
+            )
+            for name, target in targets.items():
+                subset = loss_ids if name.startswith("-loss") else ids
+                print(
+                    f"  vs {name}: top-1 {correlations(target, [scored[i]['top1'] for i in subset])}; "
+                    f"-loss {correlations(target, [neg[i] for i in subset])}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -406,11 +406,20 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
     if arch.resolution != net.space.resolution or arch.num_classes != net.space.num_classes:
         arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
     data = load_data(args.data, net.space.resolution)
-    score = proxy_score(net, arch, data, seed=args.seed)
+    score = proxy_score(net, arch, data, seed=args.seed, finetune_steps=args.finetune_steps)
+    tuned = f", after {args.finetune_steps} fine-tuning steps" if args.finetune_steps else ""
     print(
-        json.dumps({"arch_id": arch.id, "accuracy": score.top1, "loss": score.loss, "supernet": args.supernet})
+        json.dumps(
+            {
+                "arch_id": arch.id,
+                "accuracy": score.top1,
+                "loss": score.loss,
+                "supernet": args.supernet,
+                "finetune_steps": args.finetune_steps,
+            }
+        )
         if args.json
-        else f"{arch}\nproxy top-1 {100 * score.top1:.2f}%, cross-entropy {score.loss:.4f} ({data.source})"
+        else f"{arch}\nproxy top-1 {100 * score.top1:.2f}%, cross-entropy {score.loss:.4f} ({data.source}{tuned})"
     )
 
 
@@ -461,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     arch_help = "a preset (edgevit_xxs, edgevit_xs, edgevit_s), a JSON file or inline JSON"
     space_help = "a space YAML file or a shipped space's name (default: search_spaces/edgevit.yaml)"
+    finetune_help = (
+        "train each arch's inherited weights N steps on their own before scoring it: ranks archs closer to "
+        "stand-alone training, at some seconds an arch on a CPU (default 0; 60 in benchmarks/RESULTS.md)"
+    )
 
     p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
     p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
@@ -483,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the default one, trained once)")
     p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("predict", help="parameters and MACs of an arch")
@@ -601,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
     p.add_argument("--data", metavar="D", help="the data it was trained on (default: the embedded proxy)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
 

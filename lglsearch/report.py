@@ -20,6 +20,10 @@ from lglsearch.space import Arch
 __all__ = ["write_search_report"]
 
 
+def _finetuned(steps: int | None) -> str:
+    return f"each arch's inherited weights fine-tuned {steps} steps on their own, " if steps else ""
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.{digits}f}"
@@ -86,7 +90,8 @@ def _provenance(run: SearchRun) -> list[str]:
     lines.append(
         f"- Accuracy: proxy top-1 inherited from the weight-sharing supernet at {prov.get('supernet')} "
         f"({prov.get('supernet_epochs')} epoch(s), {prov.get('data')}, {prov.get('supernet_resolution')} px), "
-        "BatchNorm recalibrated per arch. It ranks archs on the proxy task; it is not ImageNet accuracy."
+        f"{_finetuned(prov.get('finetune_steps'))}BatchNorm recalibrated per arch. It ranks archs on the proxy "
+        "task; it is not ImageNet accuracy."
     )
     return lines
 

@@ -198,6 +198,20 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
     assert math.isclose(ray_run.provenance["workers"], 2)
 
 
+def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, supernet, median_budget):
+    out = tmp_path / "run"
+    run = run_search(_config(supernet, median_budget, trials=2, finetune_steps=2), out, progress=False)
+    complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
+    from lglsearch.train.data import load_data
+
+    net, data = load_supernet(supernet), load_data(None, 64)
+    arch = Arch.from_json(complete[0].user_attrs["arch"])
+    assert complete[0].values[0] == accuracy(net, arch, data, finetune_steps=2)
+    assert "fine-tuned 2 steps" in write_search_report(run)["report.md"].read_text()
+    with pytest.raises(LglsearchError, match=r"--resume with different arguments .*finetune_steps"):
+        run_search(_config(supernet, median_budget, trials=3, finetune_steps=3), out, resume=True, progress=False)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -206,6 +220,7 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
         (["--device", DEVICE, "--budget-ms", "0.1"], "below the cheapest arch of space 'tiny'"),
         (["--device", DEVICE, "--ray-address", "127.0.0.1:9"], "does not answer"),
         (["--device", DEVICE, "--resume"], "nothing to resume"),
+        (["--device", DEVICE, "--finetune-steps", "-1"], "--finetune-steps must be >= 0"),
     ],
 )
 def test_bad_input_fails_before_any_training(tmp_path, capsys, args, message):

@@ -94,6 +94,34 @@ def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path
     assert score.top1 == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
 
 
+def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it_was(tmp_path):
+    import torch.nn.functional as F
+
+    from lglsearch.train.supernet import calibration_images, finetune, proxy_score
+
+    trained = train_supernet(QUICK, tmp_path, progress=False)
+    net, data, arch = trained.net, trained.data, trained.net.space.largest()
+    calib = calibration_images(data, calib_batches=2, batch_size=32)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plain = proxy_score(net, arch, data, calib=calib, max_val=300)
+    tuned = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4)
+    assert proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4) == tuned  # seeded
+    assert tuned != plain
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the copy trained, not the shared weights
+    # fine-tuning lowers the loss on the batches it trained on
+    model = net.extract(arch)
+    torch.manual_seed(0)  # the augmentations of finetune's first batch
+    images, labels = next(iter(trainer._loader(data.train, 64, 0, shuffle=True)))
+    with torch.no_grad():
+        start = F.cross_entropy(model.train()(images), labels).item()
+    tuned_model = finetune(model, data, 4, lr=1e-3, batch_size=64, seed=0)
+    with torch.no_grad():
+        assert F.cross_entropy(tuned_model.train()(images), labels).item() < start
+    with pytest.raises(LglsearchError, match="finetune_steps must be >= 0"):
+        proxy_score(net, arch, data, calib=calib, finetune_steps=-1)
+
+
 def test_bad_checkpoints_and_spaces(tmp_path):
     train_supernet(QUICK, tmp_path, progress=False)
     from lglsearch.space import load_space
@@ -123,6 +151,14 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["supernet", "eval", "--supernet", str(out), "--arch", arch.to_json(), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert 0 <= shown["accuracy"] <= 1 and shown["loss"] > 0
+    argv = ["supernet", "eval", "--supernet", str(out), "--arch", arch.to_json(), "--finetune-steps", "2", "--json"]
+    assert main(argv) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    from lglsearch.train.data import load_data
+    from lglsearch.train.supernet import proxy_score
+
+    expected = proxy_score(load_supernet(out), arch, load_data(None, 64), finetune_steps=2)
+    assert tuned["finetune_steps"] == 2 and (tuned["accuracy"], tuned["loss"]) == (expected.top1, expected.loss)
 
 
 def test_standalone_training_learns_and_matches_the_recipe():

@@ -46,6 +46,7 @@ class WorkerSpec:
     space: dict[str, Any]  # Space.to_dict() of the supernet (proxy resolution and classes)
     data: str | None  # the data spec the supernet was trained on (None = the embedded proxy)
     seed: int = 0
+    finetune_steps: int = 0  # see proxy_score
     noop: bool = False  # answer 0.0 at once: measures the execution layer's own cost per trial
 
 
@@ -73,7 +74,7 @@ class AccuracyWorker:
         if self.spec.noop:
             return number, 0.0, 0.0
         arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
-        top1 = accuracy(self.net, arch, self.data, calib=self.calib)
+        top1 = accuracy(self.net, arch, self.data, calib=self.calib, finetune_steps=self.spec.finetune_steps)
         return number, top1, time.perf_counter() - started
 
 
