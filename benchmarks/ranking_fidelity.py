@@ -10,7 +10,8 @@ finished training and every supernet score is written under OUT at once, so an i
 resumes. Usage:
 
     python benchmarks/ranking_fidelity.py [--extra 12] [--seeds 2] [--epochs 3] [--supernet DIR ...]
-                                          [--finetune-steps 0 60] [--out runs/ranking]
+                                          [--finetune-steps 0 60] [--finetune-repeats 1]
+                                          [--out runs/ranking]
 
 Without --supernet it trains (or reuses from the cache) the default supernet of `--epochs`.
 """
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument(
         "--finetune-steps", type=int, nargs="+", default=[0, 60], help="score each arch after these fine-tuning steps"
     )
+    parser.add_argument("--finetune-repeats", type=int, default=1, help="average this many fine-tunings (batch seeds)")
     parser.add_argument("--out", type=Path, default=Path("runs/ranking"))
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the archs done so far")
     args = parser.parse_args()
@@ -132,26 +134,33 @@ def main() -> None:
     for directory in supernets:
         net = load_supernet(directory, space)
         for steps in args.finetune_steps:
-            cache = args.out / f"supernet-{Path(directory).name}" / f"finetune{steps}.json"
-            cache.parent.mkdir(exist_ok=True)
-            scored = json.loads(cache.read_text()) if cache.is_file() else {}
-            for _, arch in archs:
-                if arch.id not in scored:
-                    t0 = time.perf_counter()
-                    score = proxy_score(net, arch, data, calib=calib, finetune_steps=steps)
-                    scored[arch.id] = score.__dict__ | {"seconds": time.perf_counter() - t0}
-                    cache.write_text(json.dumps(scored, indent=2))
-            top1 = [scored[i]["top1"] for i in ids]
-            neg = {i: -scored[i]["loss"] for i in ids}
-            seconds = np.mean([scored[i]["seconds"] for i in ids])
+            # one cache per fine-tuning seed: --finetune-repeats R averages seeds 0..R-1, as
+            # proxy_score(finetune_repeats=R) does
+            runs = []
+            for repeat in range(args.finetune_repeats if steps else 1):
+                name = f"finetune{steps}" + (f"-seed{repeat}" if steps else "")
+                cache = args.out / f"supernet-{Path(directory).name}" / f"{name}.json"
+                cache.parent.mkdir(exist_ok=True)
+                scored = json.loads(cache.read_text()) if cache.is_file() else {}
+                for _, arch in archs:
+                    if arch.id not in scored:
+                        t0 = time.perf_counter()
+                        score = proxy_score(net, arch, data, calib=calib, finetune_steps=steps, seed=repeat)
+                        scored[arch.id] = score.__dict__ | {"seconds": time.perf_counter() - t0}
+                        cache.write_text(json.dumps(scored, indent=2))
+                runs.append(scored)
+            top1 = {i: np.mean([run[i]["top1"] for run in runs]) for i in ids}
+            neg = {i: -np.mean([run[i]["loss"] for run in runs]) for i in ids}
+            seconds = np.mean([run[i]["seconds"] for run in runs for i in ids]) * len(runs)
+            repeats = f" x{len(runs)}" if steps else ""
             print(
-                f"supernet {Path(directory).name}, {steps} fine-tuning steps: top-1 {min(top1):.4f}-{max(top1):.4f}, "
-                f"{seconds:.1f} s an arch"
+                f"supernet {Path(directory).name}, {steps} fine-tuning steps{repeats}: "
+                f"top-1 {min(top1.values()):.4f}-{max(top1.values()):.4f}, {seconds:.1f} s an arch"
             )
             for name, target in targets.items():
                 subset = loss_ids if name.startswith("-loss") else ids
                 print(
-                    f"  vs {name}: top-1 {correlations(target, [scored[i]['top1'] for i in subset])}; "
+                    f"  vs {name}: top-1 {correlations(target, [top1[i] for i in subset])}; "
                     f"-loss {correlations(target, [neg[i] for i in subset])}",
                     flush=True,
                 )

@@ -406,8 +406,10 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
     if arch.resolution != net.space.resolution or arch.num_classes != net.space.num_classes:
         arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
     data = load_data(args.data, net.space.resolution)
-    score = proxy_score(net, arch, data, seed=args.seed, finetune_steps=args.finetune_steps)
-    tuned = f", after {args.finetune_steps} fine-tuning steps" if args.finetune_steps else ""
+    score = proxy_score(
+        net, arch, data, seed=args.seed, finetune_steps=args.finetune_steps, finetune_repeats=args.finetune_repeats
+    )
+    tuned = f", after {args.finetune_steps} fine-tuning steps x{args.finetune_repeats}" if args.finetune_steps else ""
     print(
         json.dumps(
             {
@@ -416,6 +418,7 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
                 "loss": score.loss,
                 "supernet": args.supernet,
                 "finetune_steps": args.finetune_steps,
+                "finetune_repeats": args.finetune_repeats,
             }
         )
         if args.json
@@ -474,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train each arch's inherited weights N steps on their own before scoring it: ranks archs closer to "
         "stand-alone training, at some seconds an arch on a CPU (default 0; 60 in benchmarks/RESULTS.md)"
     )
+    repeats_help = "with --finetune-steps: average R fine-tunings on different batches, a steadier ranking (default 1)"
 
     p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
     p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
@@ -497,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the default one, trained once)")
     p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("predict", help="parameters and MACs of an arch")
@@ -616,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="D", help="the data it was trained on (default: the embedded proxy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
 

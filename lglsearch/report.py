@@ -20,8 +20,11 @@ from lglsearch.space import Arch
 __all__ = ["write_search_report"]
 
 
-def _finetuned(steps: int | None) -> str:
-    return f"each arch's inherited weights fine-tuned {steps} steps on their own, " if steps else ""
+def _finetuned(steps: int | None, repeats: int | None) -> str:
+    if not steps:
+        return ""
+    mean = f" (the mean of {repeats} fine-tunings on other batches)" if repeats and repeats > 1 else ""
+    return f"each arch's inherited weights fine-tuned {steps} steps on their own{mean}, "
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -87,11 +90,11 @@ def _provenance(run: SearchRun) -> list[str]:
         )
     else:
         lines.append(f"- Energy: none on this device ({energy.get('why', 'the table has no energy_mj')}).")
+    tuned = _finetuned(prov.get("finetune_steps"), prov.get("finetune_repeats"))
     lines.append(
         f"- Accuracy: proxy top-1 inherited from the weight-sharing supernet at {prov.get('supernet')} "
         f"({prov.get('supernet_epochs')} epoch(s), {prov.get('data')}, {prov.get('supernet_resolution')} px), "
-        f"{_finetuned(prov.get('finetune_steps'))}BatchNorm recalibrated per arch. It ranks archs on the proxy "
-        "task; it is not ImageNet accuracy."
+        f"{tuned}BatchNorm recalibrated per arch. It ranks archs on the proxy task; it is not ImageNet accuracy."
     )
     return lines
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -200,16 +201,18 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
 
 def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, supernet, median_budget):
     out = tmp_path / "run"
-    run = run_search(_config(supernet, median_budget, trials=2, finetune_steps=2), out, progress=False)
+    config = _config(supernet, median_budget, trials=2, finetune_steps=2, finetune_repeats=2)
+    run = run_search(config, out, progress=False)
     complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
     from lglsearch.train.data import load_data
 
     net, data = load_supernet(supernet), load_data(None, 64)
     arch = Arch.from_json(complete[0].user_attrs["arch"])
-    assert complete[0].values[0] == accuracy(net, arch, data, finetune_steps=2)
-    assert "fine-tuned 2 steps" in write_search_report(run)["report.md"].read_text()
-    with pytest.raises(LglsearchError, match=r"--resume with different arguments .*finetune_steps"):
-        run_search(_config(supernet, median_budget, trials=3, finetune_steps=3), out, resume=True, progress=False)
+    assert complete[0].values[0] == accuracy(net, arch, data, finetune_steps=2, finetune_repeats=2)
+    report = write_search_report(run)["report.md"].read_text()
+    assert "fine-tuned 2 steps on their own (the mean of 2 fine-tunings" in report
+    with pytest.raises(LglsearchError, match=r"--resume with different arguments .*finetune_repeats"):
+        run_search(dataclasses.replace(config, finetune_repeats=3), out, resume=True, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -221,6 +224,7 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
         (["--device", DEVICE, "--ray-address", "127.0.0.1:9"], "does not answer"),
         (["--device", DEVICE, "--resume"], "nothing to resume"),
         (["--device", DEVICE, "--finetune-steps", "-1"], "--finetune-steps must be >= 0"),
+        (["--device", DEVICE, "--finetune-steps", "60", "--finetune-repeats", "0"], "--finetune-repeats >= 1"),
     ],
 )
 def test_bad_input_fails_before_any_training(tmp_path, capsys, args, message):

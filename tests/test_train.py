@@ -107,6 +107,11 @@ def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it
     tuned = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4)
     assert proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4) == tuned  # seeded
     assert tuned != plain
+    other = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4, seed=1)  # other batches
+    both = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4, finetune_repeats=2)
+    assert both.top1 == pytest.approx((tuned.top1 + other.top1) / 2) and both.loss == pytest.approx(
+        (tuned.loss + other.loss) / 2
+    )
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the copy trained, not the shared weights
     # fine-tuning lowers the loss on the batches it trained on
@@ -118,8 +123,10 @@ def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it
     tuned_model = finetune(model, data, 4, lr=1e-3, batch_size=64, seed=0)
     with torch.no_grad():
         assert F.cross_entropy(tuned_model.train()(images), labels).item() < start
-    with pytest.raises(LglsearchError, match="finetune_steps must be >= 0"):
+    with pytest.raises(LglsearchError, match="finetune_steps must be >= 0 and finetune_repeats >= 1"):
         proxy_score(net, arch, data, calib=calib, finetune_steps=-1)
+    with pytest.raises(LglsearchError, match="got 2 and 0"):
+        proxy_score(net, arch, data, calib=calib, finetune_steps=2, finetune_repeats=0)
 
 
 def test_bad_checkpoints_and_spaces(tmp_path):

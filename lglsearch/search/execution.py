@@ -47,6 +47,7 @@ class WorkerSpec:
     data: str | None  # the data spec the supernet was trained on (None = the embedded proxy)
     seed: int = 0
     finetune_steps: int = 0  # see proxy_score
+    finetune_repeats: int = 1
     noop: bool = False  # answer 0.0 at once: measures the execution layer's own cost per trial
 
 
@@ -74,7 +75,14 @@ class AccuracyWorker:
         if self.spec.noop:
             return number, 0.0, 0.0
         arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
-        top1 = accuracy(self.net, arch, self.data, calib=self.calib, finetune_steps=self.spec.finetune_steps)
+        top1 = accuracy(
+            self.net,
+            arch,
+            self.data,
+            calib=self.calib,
+            finetune_steps=self.spec.finetune_steps,
+            finetune_repeats=self.spec.finetune_repeats,
+        )
         return number, top1, time.perf_counter() - started
 
 

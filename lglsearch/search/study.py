@@ -54,6 +54,7 @@ class SearchConfig:
     supernet: str | None = None  # a trained supernet's directory; None = the default (trained once, cached)
     data: str | None = None
     finetune_steps: int = 0  # train each arch's inherited weights this many steps before scoring it
+    finetune_repeats: int = 1  # and average that many such fine-tunings (batch seeds)
     workers: int | None = None  # parallel evaluations; None = one per core; 1 = in this process
     ray_address: str | None = None
     noop: bool = False  # evaluate nothing (accuracy 0): measures the execution layer
@@ -103,6 +104,7 @@ def _identity(config: SearchConfig, space: Space, objectives: tuple[str, ...], s
         "supernet": supernet,
         "data": config.data,
         "finetune_steps": config.finetune_steps,
+        "finetune_repeats": config.finetune_repeats,
         "noop": config.noop,
     }
 
@@ -159,8 +161,15 @@ def _prepare_supernet(config: SearchConfig, space: Space, progress: bool) -> tup
         "supernet_resolution": net.space.resolution,
         "data": trained_config.get("data_source", data or "proxy"),
         "finetune_steps": config.finetune_steps,
+        "finetune_repeats": config.finetune_repeats,
     }
-    spec = WorkerSpec(space=net.space.to_dict(), data=data, seed=config.seed, finetune_steps=config.finetune_steps)
+    spec = WorkerSpec(
+        space=net.space.to_dict(),
+        data=data,
+        seed=config.seed,
+        finetune_steps=config.finetune_steps,
+        finetune_repeats=config.finetune_repeats,
+    )
     return spec, net.state_dict(), provenance
 
 
@@ -280,8 +289,11 @@ def run_search(
         raise LglsearchError(f"unknown sampler {config.sampler!r}; choose from {', '.join(SAMPLERS)}")
     if config.trials < 1 or config.population < 2:
         raise LglsearchError("--trials must be >= 1 and --population >= 2")
-    if config.finetune_steps < 0:
-        raise LglsearchError(f"--finetune-steps must be >= 0, got {config.finetune_steps}")
+    if config.finetune_steps < 0 or config.finetune_repeats < 1:
+        raise LglsearchError(
+            f"--finetune-steps must be >= 0 and --finetune-repeats >= 1, got {config.finetune_steps} "
+            f"and {config.finetune_repeats}"
+        )
     out = Path(out) if out is not None else default_out(config)
     space = load_space(config.space)
     keys = space_ops(space)

@@ -372,22 +372,30 @@ def proxy_score(
     max_val: int | None = None,
     finetune_steps: int = 0,
     finetune_lr: float = FINETUNE_LR,
+    finetune_repeats: int = 1,
 ) -> Score:
     """Top-1 and cross-entropy on the validation split after recalibrating BatchNorm for `arch`.
 
     `calib` are the batches of `calibration_images(data, ...)`; pass them to reuse them. With
     `finetune_steps`, the arch's inherited weights are first trained that many steps on its own
-    (see `finetune`): slower, and a better ranking (benchmarks/RESULTS.md, "Proxy supernet").
+    (see `finetune`): slower, and a better ranking (benchmarks/RESULTS.md, "Proxy supernet");
+    `finetune_repeats` averages the scores of that many fine-tunings on the batches of seeds
+    `seed`, `seed + 1`, ..., which steadies the ranking against the choice of batches.
     """
-    if finetune_steps < 0:
-        raise LglsearchError(f"finetune_steps must be >= 0, got {finetune_steps}")
+    if finetune_steps < 0 or finetune_repeats < 1:
+        raise LglsearchError(
+            f"finetune_steps must be >= 0 and finetune_repeats >= 1, got {finetune_steps} and {finetune_repeats}"
+        )
     if calib is None:
         calib = calibration_images(data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
     val = data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val))))
     if finetune_steps:
-        model = finetune(net.extract(arch), data, finetune_steps, lr=finetune_lr, seed=seed)
-        with recalibrated(model, calib):
-            return measure(model, val)
+        scores = []
+        for repeat in range(finetune_repeats):
+            model = finetune(net.extract(arch), data, finetune_steps, lr=finetune_lr, seed=seed + repeat)
+            with recalibrated(model, calib):
+                scores.append(measure(model, val))
+        return Score(float(np.mean([s.top1 for s in scores])), float(np.mean([s.loss for s in scores])))
     with recalibrated(net.set_arch(arch), calib, restore=True):
         return measure(net, val)
 
