@@ -215,6 +215,17 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
         run_search(dataclasses.replace(config, finetune_repeats=3), out, resume=True, progress=False)
 
 
+def test_runs_from_before_the_finetune_options_still_resume(tmp_path):
+    from lglsearch.search.study import RUN_FILE, STUDY_FILE, _check_run_dir
+
+    identity = {"device": DEVICE, "finetune_steps": 0, "finetune_repeats": 1}
+    (tmp_path / STUDY_FILE).touch()
+    (tmp_path / RUN_FILE).write_text(json.dumps({"identity": {"device": DEVICE}}))  # an older run.json
+    _check_run_dir(tmp_path, identity, resume=True)
+    with pytest.raises(LglsearchError, match="finetune_steps: 0 then, 60 now"):
+        _check_run_dir(tmp_path, identity | {"finetune_steps": 60}, resume=True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

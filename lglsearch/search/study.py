@@ -109,6 +109,10 @@ def _identity(config: SearchConfig, space: Space, objectives: tuple[str, ...], s
     }
 
 
+# identity keys newer than some run directories, with the value those runs had: they still resume
+_IDENTITY_ADDED = {"finetune_steps": 0, "finetune_repeats": 1}
+
+
 def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
     run_file, journal = out / RUN_FILE, out / STUDY_FILE
     if not resume:
@@ -118,9 +122,10 @@ def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
     if not journal.exists() or not run_file.exists():
         raise LglsearchError(f"nothing to resume in {out} (no {STUDY_FILE}); leave out --resume to start a search")
     stored = json.loads(run_file.read_text())["identity"]
-    changed = [k for k in identity if stored.get(k) != identity[k]]
+    then = {k: stored.get(k, _IDENTITY_ADDED.get(k)) for k in identity}
+    changed = [k for k in identity if then[k] != identity[k]]
     if changed:
-        what = "; ".join(f"{k}: {_short(stored.get(k))} then, {_short(identity[k])} now" for k in changed)
+        what = "; ".join(f"{k}: {_short(then[k])} then, {_short(identity[k])} now" for k in changed)
         raise LglsearchError(
             f"--resume with different arguments than the search in {out} ({what}); "
             "rerun with the original arguments, or start a new search with another --out"
