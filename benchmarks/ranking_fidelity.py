@@ -136,7 +136,7 @@ def main() -> None:
         for steps in args.finetune_steps:
             # one cache per fine-tuning seed: --finetune-repeats R averages seeds 0..R-1, as
             # proxy_score(finetune_repeats=R) does
-            runs = []
+            tunings = []
             for repeat in range(args.finetune_repeats if steps else 1):
                 name = f"finetune{steps}" + (f"-seed{repeat}" if steps else "")
                 cache = args.out / f"supernet-{Path(directory).name}" / f"{name}.json"
@@ -148,11 +148,11 @@ def main() -> None:
                         score = proxy_score(net, arch, data, calib=calib, finetune_steps=steps, seed=repeat)
                         scored[arch.id] = score.__dict__ | {"seconds": time.perf_counter() - t0}
                         cache.write_text(json.dumps(scored, indent=2))
-                runs.append(scored)
-            top1 = {i: np.mean([run[i]["top1"] for run in runs]) for i in ids}
-            neg = {i: -np.mean([run[i]["loss"] for run in runs]) for i in ids}
-            seconds = np.mean([run[i]["seconds"] for run in runs for i in ids]) * len(runs)
-            repeats = f" x{len(runs)}" if steps else ""
+                tunings.append(scored)
+            top1 = {i: np.mean([run[i]["top1"] for run in tunings]) for i in ids}
+            neg = {i: -np.mean([run[i]["loss"] for run in tunings]) for i in ids}
+            seconds = np.mean([run[i]["seconds"] for run in tunings for i in ids]) * len(tunings)
+            repeats = f" x{len(tunings)}" if steps else ""
             print(
                 f"supernet {Path(directory).name}, {steps} fine-tuning steps{repeats}: "
                 f"top-1 {min(top1.values()):.4f}-{max(top1.values()):.4f}, {seconds:.1f} s an arch"
