@@ -10,7 +10,7 @@ finished training and every supernet score is written under OUT at once, so an i
 resumes. Usage:
 
     python benchmarks/ranking_fidelity.py [--extra 12] [--seeds 2] [--epochs 3] [--supernet DIR ...]
-                                          [--finetune-steps 0 60] [--finetune-repeats 1]
+                                          [--finetune-steps 0 60] [--finetune-repeats 1] [--complete-loss]
                                           [--out runs/ranking]
 
 Without --supernet it trains (or reuses from the cache) the default supernet of `--epochs`.
@@ -74,6 +74,11 @@ def main() -> None:
     parser.add_argument("--finetune-repeats", type=int, default=1, help="average this many fine-tunings (batch seeds)")
     parser.add_argument("--out", type=Path, default=Path("runs/ranking"))
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the archs done so far")
+    parser.add_argument(
+        "--complete-loss",
+        action="store_true",
+        help="retrain stand-alone results recorded before the cross-entropy was (checks top-1 reproduces)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -91,8 +96,10 @@ def main() -> None:
     for label, arch in archs:
         for seed in range(args.seeds):
             key = f"{arch.id}/seed{seed}"
-            if key in results or args.report_only:
+            done = key in results and ("standalone_loss" in results[key] or not args.complete_loss)
+            if done or args.report_only:
                 continue
+            before = results.get(key, {}).get("standalone")
             t0 = time.perf_counter()
             model = train_standalone(arch, data, TrainConfig(**{**config.__dict__, "seed": seed}), progress=False)
             score = measure(model, data.val)
@@ -106,8 +113,9 @@ def main() -> None:
                 "seconds": time.perf_counter() - t0,
                 "arch": arch.to_dict(),
             }
+            again = "" if before is None else f", recorded before: {before:.4f}"
             results_path.write_text(json.dumps(results, indent=2))
-            print(f"{key} {label}: stand-alone {score.top1:.4f} ({results[key]['seconds']:.0f} s)", flush=True)
+            print(f"{key} {label}: stand-alone {score.top1:.4f}{again} ({results[key]['seconds']:.0f} s)", flush=True)
 
     archs = [(label, a) for label, a in archs if all(f"{a.id}/seed{s}" in results for s in range(args.seeds))]
     ids = [a.id for _, a in archs]

@@ -43,10 +43,14 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 def _plot(run: SearchRun, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     evaluated = trials[trials["state"] == "COMPLETE"]
-    ax.scatter(evaluated["latency_ms"], 100 * evaluated["accuracy"], s=12, c="0.65", label="evaluated archs")
+    inherited = " (inherited weights)" if run.refined else ""
+    ax.scatter(
+        evaluated["latency_ms"], 100 * evaluated["accuracy"], s=12, c="0.65", label=f"evaluated archs{inherited}"
+    )
     if not front.empty:
+        label = "Pareto front, refined (fine-tuned)" if run.refined else "Pareto front"
         ax.step(front["latency_ms"], 100 * front["accuracy"], where="post", c="C3", lw=1.2)
-        ax.scatter(front["latency_ms"], 100 * front["accuracy"], s=28, c="C3", label="Pareto front", zorder=3)
+        ax.scatter(front["latency_ms"], 100 * front["accuracy"], s=28, c="C3", label=label, zorder=3)
     presets = run.presets[run.presets["accuracy"].notna()]
     if not presets.empty:
         ax.scatter(presets["latency_ms"], 100 * presets["accuracy"], marker="*", s=140, c="C0", label="presets")
@@ -96,17 +100,30 @@ def _provenance(run: SearchRun) -> list[str]:
         f"({prov.get('supernet_epochs')} epoch(s), {prov.get('data')}, {prov.get('supernet_resolution')} px), "
         f"{tuned}BatchNorm recalibrated per arch. It ranks archs on the proxy task; it is not ImageNet accuracy."
     )
+    refined = prov.get("refined")
+    if refined:
+        lines.append(
+            f"- Refined: the {refined['archs']} best archs by non-domination rank and the presets in the space "
+            f"were scored again, {_finetuned(refined['finetune_steps'], refined['finetune_repeats'])}"
+            "and the family is the Pareto front of those by that refined top-1 (`refined.json`)."
+        )
     return lines
+
+
+def _refined_title(run: SearchRun) -> str:
+    return f", the front of the {len(run.refined)} archs scored again after fine-tuning" if run.refined else ""
 
 
 def write_search_report(run: SearchRun) -> dict[str, Path]:
     """Write pareto.csv/.json, trials.csv, family/<arch id>.json, report.md and pareto.png; return their paths."""
     out = run.out
-    trials, front = trials_frame(run.study), front_frame(run.study)
+    trials, front = trials_frame(run.study), front_frame(run.study, run.refined)
+    extra = ("inherited_accuracy",) if run.refined else ()
     paths = {name: out / name for name in ("pareto.csv", "pareto.json", "trials.csv", "report.md", "pareto.png")}
     front.to_csv(paths["pareto.csv"], index=False)
     members = [
-        {**{k: row[k] for k in ("arch_id", *COLUMNS)}, "arch": json.loads(row["arch"])} for _, row in front.iterrows()
+        {**{k: row[k] for k in ("arch_id", *COLUMNS, *extra)}, "arch": json.loads(row["arch"])}
+        for _, row in front.iterrows()
     ]
     paths["pareto.json"].write_text(
         json.dumps(
@@ -135,13 +152,19 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     # stages joined by " / ": a "|" would end the Markdown cell
     shown = front.assign(arch=[str(Arch.from_json(a)).split(": ", 1)[1].replace(" | ", " / ") for a in front["arch"]])
     shown = shown.assign(accuracy=100 * shown["accuracy"]).rename(columns={"accuracy": "top-1 %"})
+    if run.refined:
+        inherited = 100 * shown.pop("inherited_accuracy")
+        shown.insert(2, "inherited top-1 %", inherited)
+        shown = shown.rename(columns={"top-1 %": "refined top-1 %"})
     preset_rows = []
     for _, preset in run.presets.iterrows():
         best = dominating(front, preset, run.objectives)
         preset_rows.append(
             {
                 "preset": preset["name"],
-                "top-1 %": 100 * preset["accuracy"] if preset["in_space"] else "outside the space",
+                ("refined top-1 %" if run.refined else "top-1 %"): 100 * preset["accuracy"]
+                if preset["in_space"]
+                else "outside the space",
                 **{c: preset.get(c, math.nan) for c in COLUMNS[1:]},
                 "dominated by": "none found"
                 if best is None
@@ -158,7 +181,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
         f"Hypervolume of the front in accuracy x latency (Optuna's; reference point {ref_text}): "
         f"{hypervolume(front, plane, reference):.4g}.",
         "",
-        f"## The Pareto-optimal family ({len(front)} archs)",
+        f"## The Pareto-optimal family ({len(front)} archs{_refined_title(run)})",
         "",
         _markdown_table(shown.drop(columns=["trial"])),
         "",

@@ -14,12 +14,14 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 import lglsearch.search.execution as execution
+import lglsearch.search.study as study_module
 from lglsearch.cli import main
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.report import write_search_report
 from lglsearch.search.objectives import Budgets, Pricer, cheapest, parse_objectives
-from lglsearch.search.pareto import dominating, front_frame, hypervolume
+from lglsearch.search.pareto import dominating, front_frame, hypervolume, nondominated_ranks
+from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch, load_space
 from lglsearch.train.supernet import TrainConfig, accuracy, load_supernet, train_supernet
@@ -106,6 +108,13 @@ def test_hypervolume_and_domination_on_a_known_front():
     assert dominating(front, preset.replace(0.4, 0.6), ("accuracy", "latency")) is None
 
 
+def test_nondominated_ranks_peel_fronts_in_order():
+    points = np.array([[1, 5], [2, 2], [5, 1], [3, 3], [2, 4], [4, 4], [4, 4], [6, 6]])
+    # [3, 3] and [2, 4] are dominated only by rank 0; the tied [4, 4]s share a rank
+    assert nondominated_ranks(points).tolist() == [0, 0, 0, 1, 1, 2, 2, 3]
+    assert nondominated_ranks(np.zeros((0, 2))).tolist() == []
+
+
 def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supernet, tiny, table, median_budget):
     run = run_search(_config(supernet, median_budget, trials=8), tmp_path / "run", progress=False)
     trials = run.study.get_trials()
@@ -146,11 +155,11 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating(tmp_path, sup
     evaluated: list[str] = []
     real = execution.AccuracyWorker.evaluate
 
-    def counting(self, number, arch_json):
+    def counting(self, number, arch_json, finetune=None):
         if len(evaluated) == 3:
             raise KeyboardInterrupt
         evaluated.append(Arch.from_json(arch_json).id)
-        return real(self, number, arch_json)
+        return real(self, number, arch_json, finetune)
 
     monkeypatch.setattr(execution.AccuracyWorker, "evaluate", counting)
     with pytest.raises(KeyboardInterrupt):
@@ -215,6 +224,51 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
         run_search(dataclasses.replace(config, finetune_repeats=3), out, resume=True, progress=False)
 
 
+def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
+    tmp_path, supernet, median_budget, monkeypatch
+):
+    monkeypatch.setattr(study_module, "REFINE_STEPS", 2)  # the recipe's 60 steps, shortened for a test
+    out = tmp_path / "run"
+    run = run_search(_config(supernet, median_budget, trials=6), out, progress=False)
+    complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
+    best_ids = {t.user_attrs["arch_id"] for t in run.study.best_trials}
+    chosen = candidates(run.study, len(best_ids))
+    assert {a.id for a in chosen} == best_ids, "the first non-dominated rank comes first"
+
+    refined_run = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
+    assert len(refined_run.study.get_trials()) == len(run.study.get_trials()), "refining runs no new trials"
+    stored = json.loads((out / REFINED_FILE).read_text())
+    assert stored["recipe"] == {"finetune_steps": 2, "finetune_repeats": 2}
+    assert set(refined_run.refined) == {a.id for a in candidates(run.study, 4)} == set(stored["scores"])
+    from lglsearch.train.data import load_data
+
+    net, data = load_supernet(supernet), load_data(None, 64)
+    first = candidates(run.study, 1)[0]
+    assert refined_run.refined[first.id] == accuracy(net, first, data, finetune_steps=2, finetune_repeats=2)
+
+    paths = write_search_report(refined_run)
+    front = pd.read_csv(paths["pareto.csv"])
+    inherited = {t.user_attrs["arch_id"]: t.values[0] for t in complete}
+    assert set(front["arch_id"]) <= set(refined_run.refined)
+    for row in front.itertuples():
+        assert row.accuracy == pytest.approx(refined_run.refined[row.arch_id])
+        assert row.inherited_accuracy == pytest.approx(inherited[row.arch_id])
+    latency = {t.user_attrs["arch_id"]: t.values[1] for t in complete}
+    for row in front.itertuples():  # no refined arch dominates a member of the refined front
+        for arch_id, top1 in refined_run.refined.items():
+            assert not (top1 >= row.accuracy and latency[arch_id] < row.latency_ms - 1e-12)
+    report = paths["report.md"].read_text()
+    assert "refined top-1 %" in report and "inherited top-1 %" in report
+    assert "fine-tuned 2 steps on their own (the mean of 2 fine-tunings" in report
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a refined arch was scored again")
+
+    monkeypatch.setattr(execution.AccuracyWorker, "evaluate", fail)
+    again = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
+    assert again.refined == refined_run.refined
+
+
 def test_runs_from_before_the_finetune_options_still_resume(tmp_path):
     from lglsearch.search.study import RUN_FILE, STUDY_FILE, _check_run_dir
 
@@ -236,6 +290,8 @@ def test_runs_from_before_the_finetune_options_still_resume(tmp_path):
         (["--device", DEVICE, "--resume"], "nothing to resume"),
         (["--device", DEVICE, "--finetune-steps", "-1"], "--finetune-steps must be >= 0"),
         (["--device", DEVICE, "--finetune-steps", "60", "--finetune-repeats", "0"], "--finetune-repeats >= 1"),
+        (["--device", DEVICE, "--refine", "-1"], "--refine must be >= 0"),
+        (["--device", DEVICE, "--refine", "8", "--finetune-steps", "60"], "pass one of them"),
     ],
 )
 def test_bad_input_fails_before_any_training(tmp_path, capsys, args, message):

@@ -69,27 +69,24 @@ class AccuracyWorker:
         self.calib = calibration_images(data, seed=spec.seed)
         self.data = dataclasses.replace(data, val=materialise(data.val))
 
-    def evaluate(self, number: int, arch_json: str) -> tuple[int, float, float]:
-        """(number, top-1, seconds) of the arch, evaluated at the supernet's resolution and classes."""
+    def evaluate(
+        self, number: int, arch_json: str, finetune: tuple[int, int] | None = None
+    ) -> tuple[int, float, float]:
+        """(number, top-1, seconds) of the arch, evaluated at the supernet's resolution and classes;
+        `finetune` = (steps, repeats) overrides the spec's (a refinement's)."""
         started = time.perf_counter()
         if self.spec.noop:
             return number, 0.0, 0.0
         arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
-        top1 = accuracy(
-            self.net,
-            arch,
-            self.data,
-            calib=self.calib,
-            finetune_steps=self.spec.finetune_steps,
-            finetune_repeats=self.spec.finetune_repeats,
-        )
+        steps, repeats = finetune or (self.spec.finetune_steps, self.spec.finetune_repeats)
+        top1 = accuracy(self.net, arch, self.data, calib=self.calib, finetune_steps=steps, finetune_repeats=repeats)
         return number, top1, time.perf_counter() - started
 
 
 class Executor(Protocol):
     capacity: int  # evaluations that can run at once
 
-    def submit(self, number: int, arch: Arch) -> None: ...
+    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None: ...
 
     def next_result(self) -> tuple[int, float, float]: ...
 
@@ -103,10 +100,10 @@ class LocalExecutor:
 
     def __init__(self, spec: WorkerSpec, state: dict[str, torch.Tensor] | None) -> None:
         self.worker = AccuracyWorker(spec, state)
-        self.pending: deque[tuple[int, str]] = deque()
+        self.pending: deque[tuple[int, str, tuple[int, int] | None]] = deque()
 
-    def submit(self, number: int, arch: Arch) -> None:
-        self.pending.append((number, arch.to_json()))
+    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
+        self.pending.append((number, arch.to_json(), finetune))
 
     def next_result(self) -> tuple[int, float, float]:
         return self.worker.evaluate(*self.pending.popleft())
@@ -164,8 +161,8 @@ class RayExecutor:
         self.pool = ActorPool(self.actors)
         self.capacity = workers
 
-    def submit(self, number: int, arch: Arch) -> None:
-        self.pool.submit(lambda actor, job: actor.evaluate.remote(*job), (number, arch.to_json()))
+    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
+        self.pool.submit(lambda actor, job: actor.evaluate.remote(*job), (number, arch.to_json(), finetune))
 
     def next_result(self) -> tuple[int, float, float]:
         return self.pool.get_next_unordered()

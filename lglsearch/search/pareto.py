@@ -11,7 +11,7 @@ from optuna._hypervolume import compute_hypervolume  # what optuna.visualization
 
 from lglsearch.search.objectives import OBJECTIVES
 
-__all__ = ["COLUMNS", "dominating", "front_frame", "hypervolume", "trials_frame"]
+__all__ = ["COLUMNS", "dominating", "front_frame", "hypervolume", "nondominated_ranks", "trial_ranks", "trials_frame"]
 
 COLUMNS = ("accuracy", "latency_ms", "energy_mj", "params_m", "macs_g")
 _COST = {"latency": "latency_ms", "energy": "energy_mj"}
@@ -33,22 +33,63 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def front_frame(study: optuna.Study) -> pd.DataFrame:
-    """The Pareto-optimal archs (Optuna's best_trials), one row per distinct arch, by latency."""
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """The non-domination rank of each row (0 = Pareto-optimal), every column to be minimised."""
+    points = np.asarray(points, dtype=float)
+    ranks = np.full(len(points), -1)
+    rank = 0
+    while (ranks < 0).any():
+        left = np.flatnonzero(ranks < 0)
+        rest = points[left]
+        # row i is dominated when some row is no worse in every column and better in one
+        no_worse = np.all(rest[None, :, :] <= rest[:, None, :], axis=2)
+        better = np.any(rest[None, :, :] < rest[:, None, :], axis=2)
+        ranks[left[~np.any(no_worse & better, axis=1)]] = rank
+        rank += 1
+    return ranks
+
+
+def trial_ranks(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial], accuracies: list[float] | None = None
+) -> np.ndarray:
+    """Non-domination ranks of `trials` in the study's objectives (accuracy first: `accuracies` replace it)."""
+    if not trials:
+        return np.zeros(0, dtype=int)
+    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+    accuracies = accuracies if accuracies is not None else [t.values[0] for t in trials]
+    return nondominated_ranks(np.array([[a, *t.values[1:]] for a, t in zip(accuracies, trials, strict=True)]) * signs)
+
+
+def front_frame(study: optuna.Study, refined: dict[str, float] | None = None) -> pd.DataFrame:
+    """The Pareto-optimal archs, one row per distinct arch, by latency: Optuna's best trials, or
+    with `refined` (arch id -> refined top-1) the front of the refined archs by that accuracy,
+    their inherited one beside it as `inherited_accuracy`."""
+    if not refined:
+        trials, accuracies = study.best_trials, None
+    else:
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        distinct = {t.user_attrs["arch_id"]: t for t in complete if t.user_attrs["arch_id"] in refined}
+        trials = list(distinct.values())
+        accuracies = [refined[t.user_attrs["arch_id"]] for t in trials]
+        keep = trial_ranks(study, trials, accuracies) == 0
+        trials = [t for t, k in zip(trials, keep, strict=True) if k]
+        accuracies = [a for a, k in zip(accuracies, keep, strict=True) if k]
     rows = [
         {
             "arch_id": t.user_attrs["arch_id"],
             **{c: t.user_attrs.get(c, math.nan) for c in COLUMNS[1:]},
-            "accuracy": t.values[0],
+            "accuracy": t.values[0] if accuracies is None else accuracies[i],
+            "inherited_accuracy": t.values[0],
             "trial": t.number,
             "arch": t.user_attrs["arch"],
         }
-        for t in study.best_trials
+        for i, t in enumerate(trials)
     ]
+    columns = ["arch_id", *COLUMNS, *(["inherited_accuracy"] if refined else []), "trial", "arch"]
     if not rows:
-        return pd.DataFrame(columns=["arch_id", *COLUMNS, "trial", "arch"])
+        return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows).drop_duplicates("arch_id").sort_values(["latency_ms", "accuracy"])
-    return frame[["arch_id", *COLUMNS, "trial", "arch"]].reset_index(drop=True)
+    return frame[columns].reset_index(drop=True)
 
 
 def hypervolume(frame: pd.DataFrame, objectives: tuple[str, ...], reference: dict[str, float]) -> float:

@@ -29,7 +29,8 @@ from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
-from lglsearch.space import PRESETS, Space, load_space
+from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine
+from lglsearch.space import PRESETS, Arch, Space, load_space
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
 
@@ -55,6 +56,7 @@ class SearchConfig:
     data: str | None = None
     finetune_steps: int = 0  # train each arch's inherited weights this many steps before scoring it
     finetune_repeats: int = 1  # and average that many such fine-tunings (batch seeds)
+    refine: int = 0  # afterwards, score this many of the best archs (and the presets) again, fine-tuned
     workers: int | None = None  # parallel evaluations; None = one per core; 1 = in this process
     ray_address: str | None = None
     noop: bool = False  # evaluate nothing (accuracy 0): measures the execution layer
@@ -73,6 +75,7 @@ class SearchRun:
     presets: pd.DataFrame
     provenance: dict[str, Any]
     seconds: float
+    refined: dict[str, float] = dataclasses.field(default_factory=dict)  # arch id -> refined top-1
 
 
 def default_out(config: SearchConfig) -> Path:
@@ -182,13 +185,17 @@ def _values(objectives: tuple[str, ...], top1: float, latency: float, energy: fl
     return [{"accuracy": top1, "latency": latency, "energy": energy}[name] for name in objectives]
 
 
+def _preset_arch(name: str, space: Space) -> Arch:
+    return PRESETS[name].replace(resolution=space.resolution, num_classes=space.num_classes)
+
+
 def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.DataFrame:
     """The published models on the same device and proxy (accuracy only where the space holds them)."""
     rows, queue = [], []
-    for name, preset in PRESETS.items():
+    for name in PRESETS:
         row: dict[str, Any] = {"name": name, "in_space": False, "accuracy": math.nan}
         try:
-            arch = preset.replace(resolution=space.resolution, num_classes=space.num_classes)
+            arch = _preset_arch(name, space)
             row |= {"arch_id": arch.id, "in_space": space.contains(arch), **_price_row(pricer(arch))}
         except LglsearchError as err:  # not expressible at this resolution, or not priced by the table
             row["note"] = str(err)
@@ -299,6 +306,13 @@ def run_search(
             f"--finetune-steps must be >= 0 and --finetune-repeats >= 1, got {config.finetune_steps} "
             f"and {config.finetune_repeats}"
         )
+    if config.refine < 0:
+        raise LglsearchError(f"--refine must be >= 0 (archs to score again), got {config.refine}")
+    if config.refine and config.finetune_steps:
+        raise LglsearchError(
+            "--refine scores the best archs again after fine-tuning, and with --finetune-steps every arch "
+            "already is: pass one of them"
+        )
     out = Path(out) if out is not None else default_out(config)
     space = load_space(config.space)
     keys = space_ops(space)
@@ -346,7 +360,26 @@ def run_search(
             presets = _evaluate_presets(space, pricer, executor)
             presets.to_json(presets_file, orient="records", indent=2)
         _optimise(study, space, pricer, executor, config, objectives, progress)
+        refined = {}
+        if config.refine:
+            in_space = [_preset_arch(name, space) for name in presets.loc[presets["in_space"], "name"]]
+            chosen = [*candidates(study, config.refine), *in_space]
+            scores = refine(chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, progress=progress)
+            presets = presets.assign(
+                inherited_accuracy=presets["accuracy"],
+                accuracy=presets["arch_id"].map(scores) if "arch_id" in presets else math.nan,
+            )
+            evaluated = {
+                t.user_attrs["arch_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            }
+            refined = {i: top1 for i, top1 in scores.items() if i in evaluated}  # the presets aside
+            provenance["refined"] = {
+                "archs": len(refined),
+                "finetune_steps": REFINE_STEPS,
+                "finetune_repeats": REFINE_REPEATS,
+            }
     finally:
         executor.close()
     provenance |= {"table": table.meta, "workers": workers}
-    return SearchRun(out, study, objectives, budgets, space, table, presets, provenance, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return SearchRun(out, study, objectives, budgets, space, table, presets, provenance, seconds, refined)
