@@ -42,6 +42,7 @@ def _train_config(args: argparse.Namespace, space: str | None = None):  # -> Tra
         epochs=args.epochs or (1 if args.smoke_test else TrainConfig.epochs),
         batch_size=args.batch_size,
         seed=args.seed,
+        distill=getattr(args, "distill", TrainConfig.distill),  # `ablate` keeps the default
         max_steps_per_epoch=2 if args.smoke_test else None,
     )
 
@@ -510,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="afterwards, score the K best archs (by non-domination rank) and the presets again after 60 "
         "fine-tuning steps x2, and report the front of those: the family chosen by the better-ranking score, at "
-        "some tens of seconds an arch on a CPU core (default 0; with --resume, refines a finished search)",
+        "about 20 s a small arch on a CPU core (default 0; with --resume, refines a finished search)",
     )
     p.set_defaults(func=cmd_search)
 
@@ -616,6 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, help="a time budget on this machine, turned into epochs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="in-place distillation: the smaller archs of a step learn the largest's soft predictions; with "
+        "--no-distill every arch learns the labels (default: --distill)",
+    )
     p.add_argument("--out", metavar="DIR", help="where to keep it (default: the user cache, keyed by the config)")
     p.add_argument("--smoke-test", action="store_true", help="one epoch of two steps: check the pipeline")
     p.add_argument(

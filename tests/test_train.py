@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -50,6 +51,37 @@ def test_trained_supernets_are_cached_by_config():
     other = train_supernet(TrainConfig(**{**QUICK.__dict__, "seed": 1, "epochs": 1}), progress=False)
     assert other.directory != first.directory
     assert json.loads((first.directory / "config.json").read_text())["space"] == "tiny"
+
+
+def test_without_distillation_every_arch_of_a_step_learns_the_labels():
+    import numpy as np
+    import torch.nn.functional as F
+
+    from lglsearch.nn.supernet import Supernet
+    from lglsearch.space import load_space
+
+    space = load_space("tiny").with_resolution(64, 10)
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 3, 7, 9])
+    net = Supernet(space).train()
+    torch.manual_seed(0)
+    archs = [space.largest(), space.smallest(), space.sample(np.random.default_rng(5))]
+    with torch.no_grad():  # the three losses, one arch at a time (no dropout in these nets)
+        expected = sum(float(F.cross_entropy(net.set_arch(a)(images), labels)) for a in archs)
+    total = trainer._sandwich_step(net, space, images, labels, np.random.default_rng(5), 1, distill=False)
+    assert total == pytest.approx(expected, rel=1e-5)
+    labels_grad = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    net.zero_grad(set_to_none=True)
+    trainer._sandwich_step(net, space, images, labels, np.random.default_rng(5), 1, distill=True)
+    distilled_grad = [p.grad for p in net.parameters() if p.grad is not None]
+    assert any(not torch.allclose(a, b) for a, b in zip(labels_grad, distilled_grad, strict=True))
+
+
+def test_the_distill_option_keeps_the_keys_of_supernets_cached_before_it():
+    space, data = trainer._resolve(QUICK)
+    legacy = {k: v for k, v in QUICK.__dict__.items() if k != "distill"}
+    recipe = legacy | {"space": space.to_dict(), "data": data.source}
+    assert QUICK.key(space, data.source) == hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    assert TrainConfig(**{**QUICK.__dict__, "distill": False}).key(space, data.source) != QUICK.key(space, data.source)
 
 
 def test_accuracy_is_deterministic_and_leaves_the_supernet_as_it_was(tmp_path):

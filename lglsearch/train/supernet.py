@@ -84,12 +84,15 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: int = 1
     n_random: int = 1  # with the largest and smallest: 3 sub-archs a step keeps the default within 12 min
+    distill: bool = True  # in-place distillation: the other archs learn the largest's soft predictions
     seed: int = 0
     max_steps_per_epoch: int | None = None  # a quick mode for tests and demos
 
     def key(self, space: Space, data_source: str, world: int = 1) -> str:
         """A short hash of the resolved space, data and recipe (and the process count under torchrun)."""
         recipe = dataclasses.asdict(self) | {"space": space.to_dict(), "data": data_source}
+        if self.distill:  # the recipe before the option existed: its supernets keep their keys
+            del recipe["distill"]
         if world > 1:  # each process takes a batch: a different global batch and schedule
             recipe["world"] = world
         return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -192,7 +195,7 @@ def train_supernet(
             if step >= steps:
                 break
             images, labels = images.to(where.device, non_blocking=True), labels.to(where.device, non_blocking=True)
-            loss = _sandwich_step(net, space, images, labels, rng, config.n_random)
+            loss = _sandwich_step(net, space, images, labels, rng, config.n_random, config.distill)
             average_gradients(net, where)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -266,7 +269,7 @@ def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int 
 
     def step() -> None:
         images, labels = next(loader)
-        _sandwich_step(net, space, images.to(device), labels.to(device), rng, config.n_random)
+        _sandwich_step(net, space, images.to(device), labels.to(device), rng, config.n_random, config.distill)
 
     step()  # warm-up
     if device.type == "cuda":
@@ -283,7 +286,13 @@ def epochs_for_minutes(config: TrainConfig, minutes: float, *, probe_steps: int 
 
 
 def _sandwich_step(
-    net: Supernet, space: Space, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, n_random: int
+    net: Supernet,
+    space: Space,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rng: np.random.Generator,
+    n_random: int,
+    distill: bool = True,
 ) -> float:
     logits = net.set_arch(space.largest())(images)
     loss = F.cross_entropy(logits, labels)
@@ -291,10 +300,13 @@ def _sandwich_step(
     soft = F.softmax(logits.detach(), dim=-1)
     total = loss.item()
     for arch in [space.smallest(), *(space.sample(rng) for _ in range(n_random))]:
-        student = F.log_softmax(net.set_arch(arch)(images), dim=-1)
-        distill = F.kl_div(student, soft, reduction="batchmean")
-        distill.backward()
-        total += distill.item()
+        out = net.set_arch(arch)(images)
+        if distill:
+            loss = F.kl_div(F.log_softmax(out, dim=-1), soft, reduction="batchmean")
+        else:
+            loss = F.cross_entropy(out, labels)
+        loss.backward()
+        total += loss.item()
     return total
 
 
@@ -436,7 +448,7 @@ def finetune(
     move it towards its stand-alone self, which ranks archs better than the inherited weights do.
     """
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=TrainConfig.weight_decay)  # the recipe's
     model.train()
     torch.manual_seed(seed)  # the augmentations
     for step, (images, labels) in enumerate(_loader(data.train, batch_size, seed, shuffle=True)):
