@@ -620,9 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distill",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="in-place distillation: the smaller archs of a step learn the largest's soft predictions; with "
-        "--no-distill every arch learns the labels (default: --distill)",
+        default=False,
+        help="in-place distillation: the smaller archs of a step learn the largest's soft predictions instead "
+        "of the labels (default --no-distill: labels rank archs better on the proxy, benchmarks/RESULTS.md)",
     )
     p.add_argument("--out", metavar="DIR", help="where to keep it (default: the user cache, keyed by the config)")
     p.add_argument("--smoke-test", action="store_true", help="one epoch of two steps: check the pipeline")
