@@ -1,7 +1,8 @@
 """Refining a finished search: the most promising archs scored again, after fine-tuning.
 
 Inherited supernet weights rank archs weakly; fine-tuning each arch's weights for a few dozen
-steps before scoring ranks them about twice as well, at some seconds an arch more on a CPU
+steps before scoring ranks them better (on 24 archs, Kendall tau 0.42 against 0.30 for the default
+supernet, 0.35 against 0.18 for a distilling one), at some seconds an arch more on a CPU
 (benchmarks/RESULTS.md, "Proxy supernet"). Spending that on every trial is what
 `--finetune-steps` does; refining spends it where the family is chosen: on the archs of the first
 non-dominated ranks of the study and on the presets. The refined family is the Pareto front of
