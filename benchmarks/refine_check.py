@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from optuna.trial import TrialState
-from scipy.stats import kendalltau, spearmanr
+from ranking_fidelity import correlations  # benchmarks/ is on the path of a script run from it
 
 from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.refine import candidates
@@ -29,10 +29,6 @@ from lglsearch.space import load_space
 from lglsearch.train.data import load_data
 from lglsearch.train.standalone import train_standalone
 from lglsearch.train.supernet import TrainConfig, measure
-
-
-def correlations(x: list[float], y: list[float]) -> str:
-    return f"tau {kendalltau(x, y).statistic:.3f}, rho {spearmanr(x, y).statistic:.3f}"
 
 
 def main() -> None:

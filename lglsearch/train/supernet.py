@@ -296,12 +296,12 @@ def _sandwich_step(
     labels: torch.Tensor,
     rng: np.random.Generator,
     n_random: int,
-    distill: bool = True,
+    distill: bool,
 ) -> float:
     logits = net.set_arch(space.largest())(images)
     loss = F.cross_entropy(logits, labels)
     loss.backward()
-    soft = F.softmax(logits.detach(), dim=-1)
+    soft = F.softmax(logits.detach(), dim=-1) if distill else None
     total = loss.item()
     for arch in [space.smallest(), *(space.sample(rng) for _ in range(n_random))]:
         out = net.set_arch(arch)(images)
