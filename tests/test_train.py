@@ -163,6 +163,32 @@ def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it
         proxy_score(net, arch, data, calib=calib, finetune_steps=2, finetune_repeats=0)
 
 
+def test_proxy_scores_equal_proxy_score_on_each_set_with_one_fine_tuning(tmp_path):
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    from lglsearch.train.supernet import calibration_images, proxy_score, proxy_scores
+
+    trained = train_supernet(QUICK, tmp_path, progress=False)
+    net, data, arch = trained.net, trained.data, trained.net.space.largest()
+    calib = calibration_images(data, calib_batches=2, batch_size=32)
+    sets = {"first": Subset(data.val, range(200)), "second": Subset(data.val, range(200, 500))}
+    for steps, repeats in ((0, 1), (3, 2)):
+        scores = proxy_scores(net, arch, data, sets, calib=calib, finetune_steps=steps, finetune_repeats=repeats)
+        for name, subset in sets.items():
+            alone = proxy_score(
+                net,
+                arch,
+                dataclasses.replace(data, val=subset),
+                calib=calib,
+                finetune_steps=steps,
+                finetune_repeats=repeats,
+            )
+            assert scores[name] == alone, (steps, name)
+        assert scores["first"] != scores["second"]  # each set measured on its own images
+
+
 def test_bad_checkpoints_and_spaces(tmp_path):
     train_supernet(QUICK, tmp_path, progress=False)
     from lglsearch.space import load_space

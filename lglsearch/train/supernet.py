@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,7 @@ __all__ = [
     "materialise",
     "measure",
     "proxy_score",
+    "proxy_scores",
     "recalibrated",
     "steps_per_epoch",
     "supernet_dir",
@@ -405,15 +406,45 @@ def proxy_score(
     if calib is None:
         calib = calibration_images(data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
     val = data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val))))
+    return proxy_scores(
+        net,
+        arch,
+        data,
+        {"val": val},
+        calib=calib,
+        seed=seed,
+        finetune_steps=finetune_steps,
+        finetune_lr=finetune_lr,
+        finetune_repeats=finetune_repeats,
+    )["val"]
+
+
+def proxy_scores(
+    net: Supernet,
+    arch: Arch,
+    data: ImageData,
+    sets: Mapping[str, Any],
+    *,
+    calib: list[torch.Tensor],
+    seed: int = 0,
+    finetune_steps: int = 0,
+    finetune_lr: float = FINETUNE_LR,
+    finetune_repeats: int = 1,
+) -> dict[str, Score]:
+    """`proxy_score` on each of several evaluation `sets` (by name), fine-tuning once for all."""
     if finetune_steps:
-        scores = []
+        scores: dict[str, list[Score]] = {name: [] for name in sets}
         for repeat in range(finetune_repeats):
             model = finetune(net.extract(arch), data, finetune_steps, lr=finetune_lr, seed=seed + repeat)
             with recalibrated(model, calib):
-                scores.append(measure(model, val))
-        return Score(float(np.mean([s.top1 for s in scores])), float(np.mean([s.loss for s in scores])))
+                for name, dataset in sets.items():
+                    scores[name].append(measure(model, dataset))
+        return {
+            name: Score(float(np.mean([s.top1 for s in runs])), float(np.mean([s.loss for s in runs])))
+            for name, runs in scores.items()
+        }
     with recalibrated(net.set_arch(arch), calib, restore=True):
-        return measure(net, val)
+        return {name: measure(net, dataset) for name, dataset in sets.items()}
 
 
 @contextmanager
