@@ -4,8 +4,9 @@ against their stand-alone accuracy.
 Takes a finished search's run directory, refines its K best archs (`run_search(..., refine=K)`,
 which resumes from the run's `refined.json`), trains each candidate stand-alone on the same proxy
 with the recipe of benchmarks/ranking_fidelity.py (3 epochs, seed 0), and reports Kendall tau and
-Spearman rho of the inherited and the refined top-1 against the stand-alone top-1 and
-cross-entropy, and the stand-alone accuracy of the family each score puts on the front. Every
+Spearman rho of the inherited top-1 and the refined top-1 and cross-entropy against the
+stand-alone top-1 and cross-entropy, and the stand-alone accuracy of the family the inherited
+top-1 and the refined cross-entropy (what `--refine` chooses by) put on the front. Every
 training is written to OUT/standalone.json at once, so an interrupted run resumes. Usage:
 
     python benchmarks/refine_check.py --run runs/snapdragon888-30ms --refine 16 [--out runs/refine-check]
@@ -66,7 +67,12 @@ def main() -> None:
     alone = [done[i]["top1"] for i in ids]
     neg_loss = [-done[i]["loss"] for i in ids]
     print(f"\n{len(ids)} candidates, stand-alone top-1 {min(alone):.4f}-{max(alone):.4f}")
-    for name, score in (("inherited", inherited), ("refined", run.refined)):
+    scores = {
+        "inherited top-1": inherited,
+        "refined top-1": {i: s.top1 for i, s in run.refined.items()},
+        "refined -loss": {i: -s.loss for i, s in run.refined.items()},
+    }
+    for name, score in scores.items():
         values = [score[i] for i in ids]
         print(
             f"{name}: vs stand-alone top-1 {correlations(values, alone)}; "
@@ -75,12 +81,12 @@ def main() -> None:
     # the family each score chooses, valued by the stand-alone accuracy of its members: the
     # hypervolume in accuracy x latency against (0, the budget), as the search's report computes it
     reference = {"accuracy": 0.0, "latency": config.budget_ms or max(t.values[1] for t in run.study.best_trials)}
-    for name, refined in (("inherited", None), ("refined", {i: run.refined[i] for i in ids})):
+    for chooser, refined in (("inherited top-1", None), ("refined cross-entropy", {i: run.refined[i] for i in ids})):
         front = front_frame(run.study, refined)
         truth = front.assign(accuracy=[done[i]["top1"] for i in front["arch_id"]])
         volume = hypervolume(truth, ("accuracy", "latency"), reference)
         members = ", ".join(f"{r.arch_id} {r.latency_ms:.1f} ms {100 * r.accuracy:.2f}%" for r in truth.itertuples())
-        print(f"front by the {name} score ({len(front)} archs, stand-alone top-1): {members}")
+        print(f"front by the {chooser} ({len(front)} archs, stand-alone top-1): {members}")
         print(f"  hypervolume of their stand-alone accuracy x latency: {volume:.4g}")
 
 

@@ -373,12 +373,14 @@ def cmd_search(args: argparse.Namespace) -> None:
     import pandas as pd
 
     family = pd.read_csv(front)
-    refined = f", refined from {len(run.refined)} fine-tuned scores" if run.refined else ""
+    refined = f", chosen by the cross-entropy of {len(run.refined)} fine-tuned scores" if run.refined else ""
     print(f"{len(family)} Pareto-optimal archs on {run.table.device} ({run.seconds:.0f} s{refined}):")
     for row in family.itertuples():
         energy = "" if pd.isna(row.energy_mj) else f", {row.energy_mj:.2f} mJ"
+        loss = f"  loss {row.refined_loss:.4f}" if run.refined else ""
         print(
-            f"  {row.arch_id}  top-1 {100 * row.accuracy:.2f}%  {row.latency_ms:.2f} ms{energy}  {row.macs_g:.3f} GMACs"
+            f"  {row.arch_id}  top-1 {100 * row.accuracy:.2f}%{loss}  {row.latency_ms:.2f} ms{energy}  "
+            f"{row.macs_g:.3f} GMACs"
         )
     print(f"report: {paths['report.md']}  plot: {paths['pareto.png']}  family: {paths['pareto.csv']}")
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lglsearch.search.pareto import COLUMNS, dominating, front_frame, hypervolume, trials_frame
+from lglsearch.search.pareto import COLUMNS, REFINED_COLUMNS, dominating, front_frame, hypervolume, trials_frame
 from lglsearch.search.study import SearchRun
 from lglsearch.space import Arch
 
@@ -105,7 +105,8 @@ def _provenance(run: SearchRun) -> list[str]:
         lines.append(
             f"- Refined: the {refined['archs']} best archs by non-domination rank and the presets in the space "
             f"were scored again, {_finetuned(refined['finetune_steps'], refined['finetune_repeats'])}"
-            "and the family is the Pareto front of those by that refined top-1 (`refined.json`)."
+            "and the family is the Pareto front of those by their refined validation cross-entropy, which ranks "
+            "archs closer to stand-alone training than top-1 (`refined.json`; benchmarks/RESULTS.md)."
         )
     return lines
 
@@ -118,7 +119,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     """Write pareto.csv/.json, trials.csv, family/<arch id>.json, report.md and pareto.png; return their paths."""
     out = run.out
     trials, front = trials_frame(run.study), front_frame(run.study, run.refined)
-    extra = ("inherited_accuracy",) if run.refined else ()
+    extra = REFINED_COLUMNS if run.refined else ()
     paths = {name: out / name for name in ("pareto.csv", "pareto.json", "trials.csv", "report.md", "pareto.png")}
     front.to_csv(paths["pareto.csv"], index=False)
     members = [
@@ -155,6 +156,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     if run.refined:
         inherited = 100 * shown.pop("inherited_accuracy")
         shown.insert(2, "inherited top-1 %", inherited)
+        shown.insert(2, "refined val loss", shown.pop("refined_loss"))
         shown = shown.rename(columns={"top-1 %": "refined top-1 %"})
     preset_rows = []
     for _, preset in run.presets.iterrows():

@@ -24,7 +24,7 @@ from lglsearch.search.pareto import dominating, front_frame, hypervolume, nondom
 from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch, load_space
-from lglsearch.train.supernet import TrainConfig, accuracy, load_supernet, train_supernet
+from lglsearch.train.supernet import Score, TrainConfig, accuracy, load_supernet, proxy_score, train_supernet
 from tests.conftest import enumerate_space
 
 DEVICE = "snapdragon888"  # its table holds the tiny space's keys, with modelled energy
@@ -217,7 +217,9 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
 
     net, data = load_supernet(supernet), load_data(None, 64)
     arch = Arch.from_json(complete[0].user_attrs["arch"])
-    assert complete[0].values[0] == accuracy(net, arch, data, finetune_steps=2, finetune_repeats=2)
+    score = proxy_score(net, arch, data, finetune_steps=2, finetune_repeats=2)
+    assert complete[0].values[0] == score.top1 == accuracy(net, arch, data, finetune_steps=2, finetune_repeats=2)
+    assert complete[0].user_attrs["val_loss"] == score.loss, "each trial keeps its cross-entropy too"
     report = write_search_report(run)["report.md"].read_text()
     assert "fine-tuned 2 steps on their own (the mean of 2 fine-tunings" in report
     with pytest.raises(LglsearchError, match=r"--resume with different arguments .*finetune_repeats"):
@@ -244,22 +246,36 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
 
     net, data = load_supernet(supernet), load_data(None, 64)
     first = candidates(run.study, 1)[0]
-    assert refined_run.refined[first.id] == accuracy(net, first, data, finetune_steps=2, finetune_repeats=2)
+    assert refined_run.refined[first.id] == proxy_score(net, first, data, finetune_steps=2, finetune_repeats=2)
 
     paths = write_search_report(refined_run)
     front = pd.read_csv(paths["pareto.csv"])
     inherited = {t.user_attrs["arch_id"]: t.values[0] for t in complete}
     assert set(front["arch_id"]) <= set(refined_run.refined)
     for row in front.itertuples():
-        assert row.accuracy == pytest.approx(refined_run.refined[row.arch_id])
+        assert row.accuracy == pytest.approx(refined_run.refined[row.arch_id].top1)
+        assert row.refined_loss == pytest.approx(refined_run.refined[row.arch_id].loss)
         assert row.inherited_accuracy == pytest.approx(inherited[row.arch_id])
-    latency = {t.user_attrs["arch_id"]: t.values[1] for t in complete}
-    for row in front.itertuples():  # no refined arch dominates a member of the refined front
-        for arch_id, top1 in refined_run.refined.items():
-            assert not (top1 >= row.accuracy and latency[arch_id] < row.latency_ms - 1e-12)
+    # the front is by refined cross-entropy and the costs: its members are exactly the refined archs
+    # that no other refined arch beats in one of them while matching it in the rest
+    costs = {t.user_attrs["arch_id"]: t.values[1:] for t in complete}
+
+    def dominated(arch_id: str) -> bool:
+        mine = [refined_run.refined[arch_id].loss, *costs[arch_id]]
+        others = ([s.loss, *costs[i]] for i, s in refined_run.refined.items())
+        return any(all(o <= m for o, m in zip(other, mine, strict=True)) and other != mine for other in others)
+
+    assert set(front["arch_id"]) == {i for i in refined_run.refined if not dominated(i)}
     report = paths["report.md"].read_text()
-    assert "refined top-1 %" in report and "inherited top-1 %" in report
+    assert "refined top-1 %" in report and "inherited top-1 %" in report and "refined val loss" in report
     assert "fine-tuned 2 steps on their own (the mean of 2 fine-tunings" in report
+
+    # a refined.json from before the cross-entropy was kept (top-1 alone) is scored again, not misread
+    old = {"recipe": stored["recipe"], "scores": {i: s["top1"] for i, s in stored["scores"].items()}}
+    (out / REFINED_FILE).write_text(json.dumps(old))
+    rescored = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
+    assert rescored.refined == refined_run.refined
+    assert all(isinstance(s, dict) for s in json.loads((out / REFINED_FILE).read_text())["scores"].values())
 
     def fail(*args, **kwargs):
         raise AssertionError("a refined arch was scored again")
@@ -267,6 +283,7 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     monkeypatch.setattr(execution.AccuracyWorker, "evaluate", fail)
     again = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
     assert again.refined == refined_run.refined
+    assert all(isinstance(s, Score) for s in again.refined.values())
 
 
 def test_runs_from_before_the_finetune_options_still_resume(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import socket
 import time
@@ -25,7 +26,7 @@ from lglsearch.errors import LglsearchError
 from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Arch, Space
 from lglsearch.train.data import load_data
-from lglsearch.train.supernet import accuracy, calibration_images, materialise
+from lglsearch.train.supernet import Score, calibration_images, materialise, proxy_score
 
 __all__ = [
     "AccuracyWorker",
@@ -71,16 +72,16 @@ class AccuracyWorker:
 
     def evaluate(
         self, number: int, arch_json: str, finetune: tuple[int, int] | None = None
-    ) -> tuple[int, float, float]:
-        """(number, top-1, seconds) of the arch, evaluated at the supernet's resolution and classes;
+    ) -> tuple[int, Score, float]:
+        """(number, score, seconds) of the arch, evaluated at the supernet's resolution and classes;
         `finetune` = (steps, repeats) overrides the spec's (a refinement's)."""
         started = time.perf_counter()
         if self.spec.noop:
-            return number, 0.0, 0.0
+            return number, Score(0.0, math.nan), 0.0
         arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
         steps, repeats = finetune or (self.spec.finetune_steps, self.spec.finetune_repeats)
-        top1 = accuracy(self.net, arch, self.data, calib=self.calib, finetune_steps=steps, finetune_repeats=repeats)
-        return number, top1, time.perf_counter() - started
+        score = proxy_score(self.net, arch, self.data, calib=self.calib, finetune_steps=steps, finetune_repeats=repeats)
+        return number, score, time.perf_counter() - started
 
 
 class Executor(Protocol):
@@ -88,7 +89,7 @@ class Executor(Protocol):
 
     def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None: ...
 
-    def next_result(self) -> tuple[int, float, float]: ...
+    def next_result(self) -> tuple[int, Score, float]: ...
 
     def close(self) -> None: ...
 
@@ -105,7 +106,7 @@ class LocalExecutor:
     def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
         self.pending.append((number, arch.to_json(), finetune))
 
-    def next_result(self) -> tuple[int, float, float]:
+    def next_result(self) -> tuple[int, Score, float]:
         return self.worker.evaluate(*self.pending.popleft())
 
     def close(self) -> None:
@@ -164,7 +165,7 @@ class RayExecutor:
     def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
         self.pool.submit(lambda actor, job: actor.evaluate.remote(*job), (number, arch.to_json(), finetune))
 
-    def next_result(self) -> tuple[int, float, float]:
+    def next_result(self) -> tuple[int, Score, float]:
         return self.pool.get_next_unordered()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import optuna
@@ -10,10 +11,21 @@ import pandas as pd
 from optuna._hypervolume import compute_hypervolume  # what optuna.visualization.plot_hypervolume_history uses
 
 from lglsearch.search.objectives import OBJECTIVES
+from lglsearch.train.supernet import Score
 
-__all__ = ["COLUMNS", "dominating", "front_frame", "hypervolume", "nondominated_ranks", "trial_ranks", "trials_frame"]
+__all__ = [
+    "COLUMNS",
+    "REFINED_COLUMNS",
+    "dominating",
+    "front_frame",
+    "hypervolume",
+    "nondominated_ranks",
+    "trial_ranks",
+    "trials_frame",
+]
 
 COLUMNS = ("accuracy", "latency_ms", "energy_mj", "params_m", "macs_g")
+REFINED_COLUMNS = ("refined_loss", "inherited_accuracy")  # a refined front's, beside COLUMNS
 _COST = {"latency": "latency_ms", "energy": "energy_mj"}
 
 
@@ -52,7 +64,8 @@ def nondominated_ranks(points: np.ndarray) -> np.ndarray:
 def trial_ranks(
     study: optuna.Study, trials: list[optuna.trial.FrozenTrial], accuracies: list[float] | None = None
 ) -> np.ndarray:
-    """Non-domination ranks of `trials` in the study's objectives (accuracy first: `accuracies` replace it)."""
+    """Non-domination ranks of `trials` in the study's objectives (accuracy first: `accuracies`, any
+    score where higher is better, replace it)."""
     if not trials:
         return np.zeros(0, dtype=int)
     signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
@@ -60,32 +73,35 @@ def trial_ranks(
     return nondominated_ranks(np.array([[a, *t.values[1:]] for a, t in zip(accuracies, trials, strict=True)]) * signs)
 
 
-def front_frame(study: optuna.Study, refined: dict[str, float] | None = None) -> pd.DataFrame:
+def front_frame(study: optuna.Study, refined: Mapping[str, Score] | None = None) -> pd.DataFrame:
     """The Pareto-optimal archs, one row per distinct arch, by latency: Optuna's best trials, or
-    with `refined` (arch id -> refined top-1) the front of the refined archs by that accuracy,
-    their inherited one beside it as `inherited_accuracy`."""
+    with `refined` (arch id -> refined score) the front of the refined archs by their refined
+    cross-entropy (the steadier ranking: see search/refine.py), with their refined top-1 as
+    `accuracy`, that cross-entropy as `refined_loss` and their inherited top-1 as `inherited_accuracy`."""
+    scores: list[Score] | None = None
     if not refined:
-        trials, accuracies = study.best_trials, None
+        trials = study.best_trials
     else:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         distinct = {t.user_attrs["arch_id"]: t for t in complete if t.user_attrs["arch_id"] in refined}
         trials = list(distinct.values())
-        accuracies = [refined[t.user_attrs["arch_id"]] for t in trials]
-        keep = trial_ranks(study, trials, accuracies) == 0
+        scores = [refined[t.user_attrs["arch_id"]] for t in trials]
+        keep = trial_ranks(study, trials, [-s.loss for s in scores]) == 0  # lower loss is better
         trials = [t for t, k in zip(trials, keep, strict=True) if k]
-        accuracies = [a for a, k in zip(accuracies, keep, strict=True) if k]
+        scores = [s for s, k in zip(scores, keep, strict=True) if k]
     rows = [
         {
             "arch_id": t.user_attrs["arch_id"],
             **{c: t.user_attrs.get(c, math.nan) for c in COLUMNS[1:]},
-            "accuracy": t.values[0] if accuracies is None else accuracies[i],
+            "accuracy": t.values[0] if scores is None else scores[i].top1,
+            "refined_loss": math.nan if scores is None else scores[i].loss,
             "inherited_accuracy": t.values[0],
             "trial": t.number,
             "arch": t.user_attrs["arch"],
         }
         for i, t in enumerate(trials)
     ]
-    columns = ["arch_id", *COLUMNS, *(["inherited_accuracy"] if refined else []), "trial", "arch"]
+    columns = ["arch_id", *COLUMNS, *(REFINED_COLUMNS if refined else ()), "trial", "arch"]
     if not rows:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows).drop_duplicates("arch_id").sort_values(["latency_ms", "accuracy"])

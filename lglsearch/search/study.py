@@ -31,6 +31,7 @@ from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, 
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine
 from lglsearch.space import PRESETS, Arch, Space, load_space
+from lglsearch.train.supernet import Score
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
 
@@ -75,7 +76,7 @@ class SearchRun:
     presets: pd.DataFrame
     provenance: dict[str, Any]
     seconds: float
-    refined: dict[str, float] = dataclasses.field(default_factory=dict)  # arch id -> refined top-1
+    refined: dict[str, Score] = dataclasses.field(default_factory=dict)  # arch id -> refined score
 
 
 def default_out(config: SearchConfig) -> Path:
@@ -208,9 +209,9 @@ def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.Da
         while queue and in_flight < executor.capacity:
             executor.submit(*queue.pop())
             in_flight += 1
-        number, top1, _ = executor.next_result()
+        number, score, _ = executor.next_result()
         in_flight -= 1
-        rows[-1 - number]["accuracy"] = top1
+        rows[-1 - number]["accuracy"] = score.top1
     return pd.DataFrame(rows)
 
 
@@ -283,11 +284,13 @@ def _optimise(
                 in_flight[trial.number] = (trial, price, arch.id)
             if not in_flight:
                 break
-            number, top1, seconds = executor.next_result()
+            number, score, seconds = executor.next_result()
             trial, price, arch_id = in_flight.pop(number)
             trial.set_user_attr("eval_s", round(seconds, 3))
-            known[arch_id] = top1
-            finish(trial, price, top1)
+            if math.isfinite(score.loss):
+                trial.set_user_attr("val_loss", score.loss)  # the steadier ranking; see refine.py
+            known[arch_id] = score.top1
+            finish(trial, price, score.top1)
     finally:
         bar.close()
 
@@ -365,14 +368,15 @@ def run_search(
             in_space = [_preset_arch(name, space) for name in presets.loc[presets["in_space"], "name"]]
             chosen = [*candidates(study, config.refine), *in_space]
             scores = refine(chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, progress=progress)
+            top1 = {arch_id: score.top1 for arch_id, score in scores.items()}
             presets = presets.assign(
                 inherited_accuracy=presets["accuracy"],
-                accuracy=presets["arch_id"].map(scores) if "arch_id" in presets else math.nan,
+                accuracy=presets["arch_id"].map(top1) if "arch_id" in presets else math.nan,
             )
             evaluated = {
                 t.user_attrs["arch_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             }
-            refined = {i: top1 for i, top1 in scores.items() if i in evaluated}  # the presets aside
+            refined = {i: score for i, score in scores.items() if i in evaluated}  # the presets aside
             provenance["refined"] = {
                 "archs": len(refined),
                 "finetune_steps": REFINE_STEPS,
