@@ -286,6 +286,34 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     assert all(isinstance(s, Score) for s in again.refined.values())
 
 
+def test_a_resumed_search_keeps_the_default_supernet_that_scored_it(tmp_path, supernet, median_budget, monkeypatch):
+    import lglsearch.train.supernet as supernet_module
+    from lglsearch.search.study import RUN_FILE
+
+    out = tmp_path / "run"
+    run_search(_config(supernet, median_budget, trials=3), out, progress=False)
+    record = json.loads((out / RUN_FILE).read_text())
+    assert record["supernet_dir"] == str(supernet.resolve())
+    # as a search without --supernet records it; the default recipe has changed since (a new cache key)
+    record["identity"]["supernet"], record["config"]["supernet"] = "default", None
+    (out / RUN_FILE).write_text(json.dumps(record))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the resumed search trained today's default supernet")
+
+    monkeypatch.setattr(supernet_module, "train_supernet", no_training)
+    default = dataclasses.replace(_config(supernet, median_budget, trials=4), supernet=None)
+    resumed = run_search(default, out, resume=True, progress=False)
+    assert resumed.provenance["supernet"] == str(supernet.resolve())
+    assert len(resumed.study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert json.loads((out / RUN_FILE).read_text())["config"]["supernet"] is None, "what a later --resume asks"
+
+    record["supernet_dir"] = str(tmp_path / "gone")
+    (out / RUN_FILE).write_text(json.dumps(record))
+    with pytest.raises(LglsearchError, match=r"default supernet of then, .*gone, which is gone"):
+        run_search(dataclasses.replace(default, trials=5), out, resume=True, progress=False)
+
+
 def test_runs_from_before_the_finetune_options_still_resume(tmp_path):
     from lglsearch.search.study import RUN_FILE, STUDY_FILE, _check_run_dir
 

@@ -136,6 +136,20 @@ def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
         )
 
 
+def _supernet_of_run(out: Path, config: SearchConfig) -> SearchConfig:
+    """A resumed search keeps the supernet that scored it: the default one may have changed since
+    (a new recipe, another cache key), and its scores would not compare with the run's."""
+    directory = json.loads((out / RUN_FILE).read_text()).get("supernet_dir")
+    if config.supernet is not None or directory is None:  # runs from before the record: today's default
+        return config
+    if not (Path(directory) / "config.json").is_file():
+        raise LglsearchError(
+            f"the search in {out} was scored by the default supernet of then, {directory}, which is gone; "
+            "start a new search with another --out (its trials cannot be compared with another supernet's)"
+        )
+    return dataclasses.replace(config, supernet=directory)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) < 60 else text[:57] + "..."
@@ -330,12 +344,18 @@ def run_search(
     supernet_id = str(Path(config.supernet).resolve()) if config.supernet else "default"
     identity = _identity(config, space, objectives, supernet_id)
     _check_run_dir(out, identity, resume)
+    requested = config  # what run.json keeps: a later --resume asks the same
+    if resume:
+        config = _supernet_of_run(out, config)
     if config.ray_address:
         check_ray_address(config.ray_address)
 
     spec, state, provenance = _prepare_supernet(config, space, progress)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_FILE).write_text(json.dumps({"identity": identity, "config": dataclasses.asdict(config)}, indent=2))
+    record = {"identity": identity, "config": dataclasses.asdict(requested)}
+    if not config.noop:
+        record["supernet_dir"] = str(Path(provenance["supernet"]).resolve())
+    (out / RUN_FILE).write_text(json.dumps(record, indent=2))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
     done = 0
