@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import bootstrap, kendalltau, spearmanr
 
 from lglsearch.counting import count
 from lglsearch.nn import build_model
@@ -64,7 +64,29 @@ def ranking_archs(space, extra: int) -> list[tuple[str, Arch]]:
 
 
 def correlations(x: list[float], y: list[float]) -> str:
-    return f"tau {kendalltau(x, y).statistic:.3f}, rho {spearmanr(x, y).statistic:.3f}"
+    """Kendall tau with its standard error over the archs (a bootstrap: with 24 archs it is about
+    0.1, which any comparison of two taus must allow for) and Spearman rho."""
+    tau = kendalltau(x, y).statistic
+    spread = bootstrap(
+        (x, y),
+        lambda a, b: kendalltau(a, b).statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=1000,
+        method="percentile",
+        random_state=0,
+    )
+    return f"tau {tau:.3f} (se {spread.standard_error:.2f}), rho {spearmanr(x, y).statistic:.3f}"
+
+
+def noiseless_tau(seed_tau: float, k: int) -> float:
+    """The Kendall tau a ranker free of noise would show against the mean of `k` seeds whose pairs
+    agree at `seed_tau`, if an arch's measurements are its true accuracy plus independent normal
+    noise: Greiner's relation (r = sin(pi tau / 2) for normal pairs) gives the seeds' reliability,
+    Spearman-Brown that of their mean, and the ranker correlates with the mean at its square root."""
+    r = np.sin(np.pi * seed_tau / 2)
+    reliability = k * r / (1 + (k - 1) * r)
+    return float(2 / np.pi * np.arcsin(np.sqrt(reliability)))
 
 
 @torch.no_grad()
@@ -201,6 +223,11 @@ def main() -> None:
             losses = [[runs[s][i]["standalone_loss"] for i in with_loss] for s in (a, b)]
             line += f"; loss ({len(with_loss)} archs) {correlations(*losses)}"
         print(line)
+        tau = kendalltau(by_seed[a], by_seed[b]).statistic
+        print(
+            f"  a noiseless ranker would show about tau {noiseless_tau(tau, 1):.2f} against one seed, "
+            f"{noiseless_tau(tau, args.seeds):.2f} against the mean of {args.seeds} (normal noise)"
+        )
         if a in held_seeds and b in held_seeds:
             diffs = np.abs(np.subtract(held_by_seed[a], held_by_seed[b]))
             print(
@@ -208,6 +235,8 @@ def main() -> None:
                 f"|difference| mean {diffs.mean():.4f}, max {diffs.max():.4f}; "
                 f"loss {correlations(held_loss[a], held_loss[b])}"
             )
+            tau = kendalltau(held_by_seed[a], held_by_seed[b]).statistic
+            print(f"  a noiseless ranker: about tau {noiseless_tau(tau, k):.2f} against their held-out mean of {k}")
         if args.disagreement:
             archs_stored = [x for _, x in archs if all((weights / f"{x.id}-seed{s}.pt").is_file() for s in (a, b))]
             d = disagreement(archs_stored, weights, heldout_data.val if heldout else data.val, (a, b))
@@ -233,7 +262,7 @@ def main() -> None:
                 cache = args.out / f"supernet-{Path(directory).name}" / f"{name}.json"
                 cache.parent.mkdir(exist_ok=True)
                 scored = json.loads(cache.read_text()) if cache.is_file() else {}
-                for _, arch in archs:
+                for n, (_, arch) in enumerate(archs, 1):
                     if arch.id in scored and ("heldout" not in sets or "heldout" in scored[arch.id]):
                         continue
                     t0 = time.perf_counter()
@@ -242,6 +271,7 @@ def main() -> None:
                     if "heldout" in score:
                         scored[arch.id]["heldout"] = score["heldout"].__dict__
                     cache.write_text(json.dumps(scored, indent=2))
+                    print(f"  {cache.parent.name}/{name}: {arch.id} scored ({n}/{len(archs)})", flush=True)
                 tunings.append(scored)
             top1 = {i: np.mean([run[i]["top1"] for run in tunings]) for i in ids}
             neg = {i: -np.mean([run[i]["loss"] for run in tunings]) for i in ids}
@@ -264,6 +294,13 @@ def main() -> None:
                     f"  vs {name}: top-1 {correlations(target, scores[0])}; -loss {correlations(target, scores[1])}",
                     flush=True,
                 )
+                if name.startswith("held-out"):  # the same target, scored as the product scores (its own split)
+                    scores = [top1[i] for i in subset], [neg[i] for i in subset]
+                    print(
+                        f"    scored on the {len(data.val)} validation images: "
+                        f"top-1 {correlations(target, scores[0])}; -loss {correlations(target, scores[1])}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
