@@ -511,9 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="K",
-        help="afterwards, score the K best archs (by non-domination rank) and the presets again after 60 "
-        "fine-tuning steps x2, and report the front of those: the family chosen by the better-ranking score, at "
-        "about 20 s a small arch on a CPU core (default 0; with --resume, refines a finished search)",
+        help="afterwards, score the K best archs (by non-domination rank on the inherited cross-entropy) and the "
+        "presets again after 60 fine-tuning steps x2, and report the front of those: the family chosen by the "
+        "better-ranking score, at 20-60 s a small arch and minutes a preset on a CPU core (default 0; with "
+        "--resume, refines a finished search)",
     )
     p.set_defaults(func=cmd_search)
 

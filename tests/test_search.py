@@ -17,6 +17,7 @@ import lglsearch.search.execution as execution
 import lglsearch.search.study as study_module
 from lglsearch.cli import main
 from lglsearch.cost.table import CostTable
+from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.report import write_search_report
 from lglsearch.search.objectives import Budgets, Pricer, cheapest, parse_objectives
@@ -233,9 +234,19 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     out = tmp_path / "run"
     run = run_search(_config(supernet, median_budget, trials=6), out, progress=False)
     complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
-    best_ids = {t.user_attrs["arch_id"] for t in run.study.best_trials}
-    chosen = candidates(run.study, len(best_ids))
-    assert {a.id for a in chosen} == best_ids, "the first non-dominated rank comes first"
+    # candidates come by non-domination rank with the inherited cross-entropy in place of top-1:
+    # first exactly the archs that no other beats on cross-entropy and costs at once
+    points = {t.user_attrs["arch_id"]: (t.user_attrs["val_loss"], *t.values[1:]) for t in complete}
+    assert all(t.user_attrs["val_loss"] == points[t.user_attrs["arch_id"]][0] for t in complete), "repeats too"
+
+    def beaten(arch_id: str) -> bool:
+        mine = points[arch_id]
+        return any(all(o <= m for o, m in zip(p, mine, strict=True)) and p != mine for p in points.values())
+
+    first_rank = {i for i in points if not beaten(i)}
+    chosen = candidates(run.study, len(first_rank))
+    assert {a.id for a in chosen} == first_rank, "the first non-dominated rank by cross-entropy comes first"
+    assert len(candidates(run.study, 100)) == len(points), "each distinct evaluated arch once"
 
     refined_run = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
     assert len(refined_run.study.get_trials()) == len(run.study.get_trials()), "refining runs no new trials"
@@ -284,6 +295,65 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     again = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
     assert again.refined == refined_run.refined
     assert all(isinstance(s, Score) for s in again.refined.values())
+
+
+class _RecordingExecutor:
+    """Scores an arch by its MACs at once and records what it was asked: the refinement's bookkeeping
+    (sharing, order, resume) without training anything."""
+
+    capacity = 2
+
+    def __init__(self) -> None:
+        self.submitted: list[Arch] = []
+        self.queue: list[tuple[int, Arch]] = []
+
+    def submit(self, number, arch, finetune=None):
+        assert finetune == (3, 2)
+        self.submitted.append(arch)
+        self.queue.append((number, arch))
+
+    def next_result(self):
+        number, arch = self.queue.pop(0)
+        return number, Score(count(arch).macs_g, 1.0), 0.0
+
+    def close(self):
+        pass
+
+
+def test_refined_scores_are_shared_between_searches_of_one_supernet(tmp_path, tiny, capsys):
+    from lglsearch.search.refine import refine, shared_scores
+
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(tiny.sample(rng) for _ in range(6)))[:5]
+    shared = shared_scores(tmp_path / "supernet", data=None, seed=0, steps=3, repeats=2)
+    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=1, steps=3, repeats=2)
+    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=0, steps=60, repeats=2)
+
+    first = _RecordingExecutor()
+    scores = refine(archs[:3], first, tmp_path, steps=3, repeats=2, shared=shared, progress=False)
+    assert set(scores) == {a.id for a in archs[:3]}
+    macs = [count(a).macs for a in first.submitted]
+    assert macs == sorted(macs, reverse=True), "the largest are refined first"
+
+    second_out = tmp_path / "second"
+    second_out.mkdir()
+    second = _RecordingExecutor()
+    again = refine(archs[1:], second, second_out, steps=3, repeats=2, shared=shared, progress=False)
+    assert {a.id for a in second.submitted} == {a.id for a in archs[3:]}, "archs another search refined are reused"
+    assert {a.id for a in archs[1:3]} <= set(again)
+    assert all(again[a.id] == scores[a.id] for a in archs[1:3]), "reused as scored"
+    stored = json.loads((second_out / REFINED_FILE).read_text())["scores"]
+    assert set(stored) == {a.id for a in archs[1:]}, "the run keeps every score it used"
+    assert set(json.loads(shared.read_text())["scores"]) == {a.id for a in archs}
+
+    # a supernet directory that cannot be written stops the sharing, not the refinement
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    third_out = tmp_path / "third"
+    third_out.mkdir()
+    alone = refine(archs[:2], _RecordingExecutor(), third_out, steps=3, repeats=2, shared=blocked / "x.json")
+    assert set(alone) == {a.id for a in archs[:2]}
+    assert "refined scores not shared" in capsys.readouterr().err
 
 
 def test_a_resumed_search_keeps_the_default_supernet_that_scored_it(tmp_path, supernet, median_budget, monkeypatch):

@@ -3,7 +3,8 @@
 Inherited supernet weights rank archs weakly; fine-tuning each arch's weights for a few dozen
 steps before scoring ranks them better, at some seconds an arch more on a CPU. Spending that on
 every trial is what `--finetune-steps` does; refining spends it where the family is chosen: on
-the archs of the first non-dominated ranks of the study and on the presets. The refined family is
+the archs of the first non-dominated ranks of the study (by their inherited cross-entropy) and on
+the presets. The refined family is
 the Pareto front of the refined archs by their refined validation cross-entropy, which ranks them
 closer to stand-alone training than their refined top-1 does: on 24 archs of the default space,
 Kendall tau 0.57 against 0.44 with the stand-alone top-1 measured on 10,000 held-out images
@@ -15,20 +16,25 @@ written to the run directory as they finish, so an interrupted refinement resume
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from lglsearch.counting import count
 from lglsearch.search.execution import Executor
 from lglsearch.search.pareto import trial_ranks
 from lglsearch.space import Arch
 from lglsearch.train.supernet import Score
 
-__all__ = ["REFINED_FILE", "REFINE_REPEATS", "REFINE_STEPS", "candidates", "refine"]
+__all__ = ["REFINED_FILE", "REFINE_REPEATS", "REFINE_STEPS", "candidates", "refine", "shared_scores"]
 
 # the recipe that ranked 24 archs closest to stand-alone training (benchmarks/RESULTS.md)
 REFINE_STEPS = 60
@@ -37,14 +43,50 @@ REFINED_FILE = "refined.json"
 
 
 def candidates(study: optuna.Study, k: int) -> list[Arch]:
-    """The study's `k` most promising distinct archs: by non-domination rank, then accuracy."""
+    """The study's `k` most promising distinct archs: by non-domination rank with the inherited
+    validation cross-entropy in place of top-1 (it ranks archs closer to stand-alone training: tau
+    0.37-0.38 against 0.30-0.31 on 24 archs, on two supernet seeds; benchmarks/RESULTS.md), then by
+    that cross-entropy. Studies whose trials lack it (no-op runs) go by top-1."""
     seen: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         seen.setdefault(trial.user_attrs["arch_id"], trial)
     trials = list(seen.values())
-    ranks = trial_ranks(study, trials)
-    order = sorted(range(len(trials)), key=lambda i: (ranks[i], -trials[i].values[0]))
+    losses = [t.user_attrs.get("val_loss", math.nan) for t in trials]
+    if trials and all(math.isfinite(loss) for loss in losses):
+        scores = [-loss for loss in losses]  # higher is better, as trial_ranks takes it
+    else:
+        scores = [t.values[0] for t in trials]
+    ranks = trial_ranks(study, trials, scores)
+    order = sorted(range(len(trials)), key=lambda i: (ranks[i], -scores[i]))
     return [Arch.from_json(trials[i].user_attrs["arch"]) for i in order[:k]]
+
+
+def shared_scores(supernet: str | Path, *, data: str | None, seed: int, steps: int, repeats: int) -> Path:
+    """Where refined scores of one supernet, data, calibration seed and recipe are kept for every
+    search that uses them (inside the supernet's directory): a later search, of another budget or
+    device, refines again only the archs no search refined before (the presets, after the first)."""
+    key = json.dumps({"data": data, "seed": seed, "finetune_steps": steps, "finetune_repeats": repeats}, sort_keys=True)
+    return Path(supernet) / "refined" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
+
+
+def _read_scores(path: Path, recipe: dict[str, Any]) -> dict[str, Score]:
+    """The scores in a refined-scores file of `recipe` (none for another recipe, or a file from before
+    the cross-entropy was kept, which held top-1 alone: those archs are scored again)."""
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):  # a cache cut short: score again
+        return {}
+    if stored.get("recipe") != recipe:
+        return {}
+    return {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
+
+
+def _write_scores(path: Path, recipe: dict[str, Any], scores: dict[str, Score]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    stored = {i: dataclasses.asdict(s) for i, s in scores.items()}
+    tmp.write_text(json.dumps({"recipe": recipe, "scores": stored}, indent=2))
+    os.replace(tmp, path)  # atomic: an interruption leaves the previous file
 
 
 def refine(
@@ -54,21 +96,23 @@ def refine(
     *,
     steps: int = REFINE_STEPS,
     repeats: int = REFINE_REPEATS,
+    shared: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Score]:
     """Scores of `archs` after `steps` fine-tuning steps x `repeats` (and of any scored before with
-    that recipe, kept in `out`), by arch id."""
+    that recipe, kept in `out`, or in `shared`: see `shared_scores`), by arch id."""
     path = out / REFINED_FILE
     recipe = {"finetune_steps": steps, "finetune_repeats": repeats}
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    scores: dict[str, Score] = {}
-    if stored.get("recipe") == recipe:  # runs before the cross-entropy was kept stored top-1 alone: scored again
-        scores = {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
-    queue = [a for a in dict.fromkeys(archs) if a.id not in scores]
+    scores = _read_scores(path, recipe)
+    known = _read_scores(shared, recipe) if shared is not None else {}
+    scores |= {a.id: known[a.id] for a in archs if a.id in known and a.id not in scores}
+    # the largest first: with several workers, the last to finish is then a small one
+    queue = sorted((a for a in dict.fromkeys(archs) if a.id not in scores), key=lambda a: -count(a).macs)
     by_number = dict(enumerate(queue))
     bar = tqdm(total=len(queue), desc="refine", unit="arch", disable=not progress or not queue, file=sys.stderr)
     in_flight = 0
     try:
+        _write_scores(path, recipe, scores)
         while by_number or in_flight:
             while by_number and in_flight < executor.capacity:
                 number = next(iter(by_number))
@@ -77,9 +121,21 @@ def refine(
             number, score, _ = executor.next_result()
             in_flight -= 1
             scores[queue[number].id] = score
-            stored = {i: dataclasses.asdict(s) for i, s in scores.items()}
-            path.write_text(json.dumps({"recipe": recipe, "scores": stored}, indent=2))  # each as it finishes
+            _write_scores(path, recipe, scores)  # each as it finishes
+            if shared is not None:
+                shared = _share(shared, recipe, queue[number].id, score)
             bar.update(1)
     finally:
         bar.close()
     return scores
+
+
+def _share(shared: Path, recipe: dict[str, Any], arch_id: str, score: Score) -> Path | None:
+    """Add one score to the shared file (re-read first: another search may have added some);
+    a supernet directory that cannot be written stops the sharing, not the refinement."""
+    try:
+        _write_scores(shared, recipe, _read_scores(shared, recipe) | {arch_id: score})
+    except OSError as err:
+        print(f"lglsearch: refined scores not shared ({err}); this search keeps its own", file=sys.stderr)
+        return None
+    return shared

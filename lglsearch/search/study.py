@@ -29,7 +29,7 @@ from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
-from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine
+from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, shared_scores
 from lglsearch.space import PRESETS, Arch, Space, load_space
 from lglsearch.train.supernet import Score
 
@@ -257,16 +257,18 @@ def _optimise(
     progress: bool,
 ) -> None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    known = {t.user_attrs["arch_id"]: t.values[0] for t in complete}
+    known = {t.user_attrs["arch_id"]: Score(t.values[0], t.user_attrs.get("val_loss", math.nan)) for t in complete}
     done, rejected_in_row, rejected = len(complete), 0, 0
     in_flight: dict[int, tuple[optuna.trial.Trial, Any, str]] = {}
     bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not progress, file=sys.stderr)
 
-    def finish(trial: optuna.trial.Trial, price: Any, top1: float) -> None:
+    def finish(trial: optuna.trial.Trial, price: Any, score: Score) -> None:
         nonlocal done
-        study.tell(trial, _values(objectives, top1, price.latency_ms, price.energy_mj))
+        if math.isfinite(score.loss):
+            trial.set_user_attr("val_loss", score.loss)  # the steadier ranking; see refine.py
+        study.tell(trial, _values(objectives, score.top1, price.latency_ms, price.energy_mj))
         done += 1
-        best = max(known.values(), default=math.nan)
+        best = max((s.top1 for s in known.values()), default=math.nan)
         bar.set_postfix(best_acc=f"{best:.4f}", rejected=rejected)
         bar.update(1)
 
@@ -301,10 +303,8 @@ def _optimise(
             number, score, seconds = executor.next_result()
             trial, price, arch_id = in_flight.pop(number)
             trial.set_user_attr("eval_s", round(seconds, 3))
-            if math.isfinite(score.loss):
-                trial.set_user_attr("val_loss", score.loss)  # the steadier ranking; see refine.py
-            known[arch_id] = score.top1
-            finish(trial, price, score.top1)
+            known[arch_id] = score
+            finish(trial, price, score)
     finally:
         bar.close()
 
@@ -387,7 +387,14 @@ def run_search(
         if config.refine:
             in_space = [_preset_arch(name, space) for name in presets.loc[presets["in_space"], "name"]]
             chosen = [*candidates(study, config.refine), *in_space]
-            scores = refine(chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, progress=progress)
+            shared = None
+            if not config.noop:
+                shared = shared_scores(
+                    provenance["supernet"], data=spec.data, seed=spec.seed, steps=REFINE_STEPS, repeats=REFINE_REPEATS
+                )
+            scores = refine(
+                chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, shared=shared, progress=progress
+            )
             top1 = {arch_id: score.top1 for arch_id, score in scores.items()}
             presets = presets.assign(
                 inherited_accuracy=presets["accuracy"],
