@@ -10,11 +10,13 @@ seed-to-seed tau of stand-alone training itself (which bounds what any proxy can
 too (Fashion-MNIST's 10,000 test images against the proxy's 2,000: a steadier target). Every
 finished training (its weights under OUT/weights) and every supernet score is written under OUT at
 once, so an interrupted run resumes, and a new held-out set measures stored models without
-retraining them. Usage:
+retraining them. The default OUT, `benchmarks/ranking/`, is committed but for the weights (`*.pt`
+are ignored): the stand-alone results are hours of training on 2 cores, and a later session scores
+a new supernet against them at once. Usage:
 
     python benchmarks/ranking_fidelity.py [--extra 12] [--seeds 2] [--epochs 3] [--supernet DIR ...]
                                           [--finetune-steps 0 60] [--finetune-repeats 1] [--complete-loss]
-                                          [--heldout DATA] [--disagreement] [--out runs/ranking]
+                                          [--heldout DATA] [--disagreement] [--out benchmarks/ranking]
 
 Without --supernet it trains (or reuses from the cache) the default supernet of `--epochs`.
 """
@@ -127,7 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--disagreement", action="store_true", help="how often an arch's two seeds predict differently (stored weights)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/ranking"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "ranking")
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the archs done so far")
     parser.add_argument(
         "--complete-loss",

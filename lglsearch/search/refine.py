@@ -4,13 +4,13 @@ Inherited supernet weights rank archs weakly; fine-tuning each arch's weights fo
 steps before scoring ranks them better, at some seconds an arch more on a CPU. Spending that on
 every trial is what `--finetune-steps` does; refining spends it where the family is chosen: on
 the archs of the first non-dominated ranks of the study (by their inherited cross-entropy) and on
-the presets. The refined family is
-the Pareto front of the refined archs by their refined validation cross-entropy, which ranks them
-closer to stand-alone training than their refined top-1 does: on 24 archs of the default space,
-Kendall tau 0.57 against 0.44 with the stand-alone top-1 measured on 10,000 held-out images
-(benchmarks/RESULTS.md, "Proxy supernet", sixth session); the family shows both. Scores are
-written to the run directory as they finish, so an interrupted refinement resumes, and
-`--resume --refine K` refines a finished search.
+the presets. The refined family is the Pareto front of the refined archs by their refined
+validation cross-entropy, which ranks them closer to stand-alone training than their refined top-1
+does: on 24 archs of the default space, Kendall tau 0.57 against 0.44 with the stand-alone top-1
+measured on 10,000 held-out images (benchmarks/RESULTS.md, "Proxy supernet", sixth session); the
+family shows both. Scores are written to the run directory as they finish, so an interrupted
+refinement resumes, and `--resume --refine K` refines a finished search; they are also shared
+between the searches of one supernet (`shared_scores`).
 """
 
 from __future__ import annotations
