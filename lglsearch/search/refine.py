@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from lglsearch.cost.table import atomic_write
 from lglsearch.counting import count
 from lglsearch.search.execution import Executor
 from lglsearch.search.pareto import trial_ranks
@@ -52,7 +52,7 @@ def candidates(study: optuna.Study, k: int) -> list[Arch]:
         seen.setdefault(trial.user_attrs["arch_id"], trial)
     trials = list(seen.values())
     losses = [t.user_attrs.get("val_loss", math.nan) for t in trials]
-    if trials and all(math.isfinite(loss) for loss in losses):
+    if all(math.isfinite(loss) for loss in losses):
         scores = [-loss for loss in losses]  # higher is better, as trial_ranks takes it
     else:
         scores = [t.values[0] for t in trials]
@@ -82,11 +82,8 @@ def _read_scores(path: Path, recipe: dict[str, Any]) -> dict[str, Score]:
 
 
 def _write_scores(path: Path, recipe: dict[str, Any], scores: dict[str, Score]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     stored = {i: dataclasses.asdict(s) for i, s in scores.items()}
-    tmp.write_text(json.dumps({"recipe": recipe, "scores": stored}, indent=2))
-    os.replace(tmp, path)  # atomic: an interruption leaves the previous file
+    atomic_write(path, json.dumps({"recipe": recipe, "scores": stored}, indent=2))  # an interruption keeps the last
 
 
 def refine(
