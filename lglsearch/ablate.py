@@ -46,9 +46,10 @@ from lglsearch.cost.build import load_device_table
 from lglsearch.cost.derive import PHONES, derive_table
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner
-from lglsearch.cost.table import HOST, CostTable, atomic_write, table_path
+from lglsearch.cost.table import HOST, CostTable, table_path
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
+from lglsearch.io import atomic_write
 from lglsearch.nn import build_model
 from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data

@@ -36,7 +36,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypat
     monkeypatch.setattr(trainer, "_sandwich_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_supernet(QUICK, tmp_path / "b", progress=False)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1  # epoch 1 kept
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # epoch 1 kept
     monkeypatch.setattr(trainer, "_sandwich_step", real_step)
     resumed = train_supernet(QUICK, tmp_path / "b", progress=False)
     for key, value in straight.net.state_dict().items():
@@ -202,6 +202,56 @@ def test_bad_checkpoints_and_spaces(tmp_path):
         load_supernet(tmp_path)
     with pytest.raises(LglsearchError, match="no supernet checkpoint"):
         load_supernet(tmp_path / "nowhere")
+
+
+class _RunsCode:
+    """An object whose unpickling runs code: what a hostile checkpoint would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
+    train_supernet(QUICK, tmp_path / "sn", progress=False)
+    path = tmp_path / "sn" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    marker = tmp_path / "ran"
+    torch.save({**state, "payload": _RunsCode(marker)}, path)
+    for load in (lambda: load_supernet(tmp_path / "sn"), lambda: train_supernet(QUICK, tmp_path / "sn", progress=False)):
+        with pytest.raises(LglsearchError, match="refused to load .*objects other than tensors and plain data"):
+            load()
+    assert not marker.exists()
+
+
+def test_resuming_with_another_recipe_is_refused_before_its_description_changes(tmp_path):
+    out = tmp_path / "sn"
+    train_supernet(TrainConfig(**{**QUICK.__dict__, "epochs": 1}), out, progress=False)
+    described = (out / "config.json").read_text()
+    weights = (out / "checkpoint.pt").read_bytes()
+    for change, what in (({"seed": 1}, "seed: 0 then, 1 now"), ({"lr": 1e-3}, "lr: 0.002 then, 0.001 now")):
+        with pytest.raises(LglsearchError, match=f"trained with another recipe \\({what}\\)"):
+            train_supernet(TrainConfig(**{**QUICK.__dict__, "epochs": 1, **change}), out, progress=False)
+    assert (out / "config.json").read_text() == described and (out / "checkpoint.pt").read_bytes() == weights
+
+
+def test_unreadable_and_mismatched_checkpoints_say_what_failed(tmp_path):
+    train_supernet(QUICK, tmp_path / "sn", progress=False)
+    path = tmp_path / "sn" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    net = dict(state["net"])
+    net.pop(next(iter(net)))
+    torch.save({**state, "net": net}, path)
+    with pytest.raises(LglsearchError, match="does not match its own space 'tiny'") as err:
+        load_supernet(tmp_path / "sn")
+    assert "\n" not in str(err.value)
+    path.unlink()
+    path.mkdir()  # a path that exists but cannot be read as a file: an I/O error, not a corrupt file
+    with pytest.raises(LglsearchError, match="could not read supernet checkpoint") as err:
+        trainer._load_checkpoint(path)
+    assert "delete" not in str(err.value)
 
 
 def test_cli_train_and_eval(tmp_path, capsys):

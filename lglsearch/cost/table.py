@@ -14,7 +14,6 @@ import hashlib
 import importlib.resources
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ import pandas as pd
 
 from lglsearch.cost.ops import arch_ops, key_tuple
 from lglsearch.errors import LglsearchError
+from lglsearch.io import atomic_write
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
-__all__ = ["CostTable", "atomic_write", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
+__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
 REQUIRED = ("latency_ms",)
 OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
@@ -62,19 +62,6 @@ def table_path(device: str) -> Path:
     if shipped.with_suffix(".json").is_file():
         return shipped
     raise LglsearchError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is for every user of the machine
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _has_energy_column(device: str) -> bool:

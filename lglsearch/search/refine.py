@@ -27,8 +27,8 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from lglsearch.cost.table import atomic_write
 from lglsearch.counting import count
+from lglsearch.io import atomic_write
 from lglsearch.search.execution import Executor
 from lglsearch.search.pareto import trial_ranks
 from lglsearch.space import Arch

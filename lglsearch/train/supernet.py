@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
+from lglsearch.io import atomic_write
 from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Arch, Space, load_space
 from lglsearch.train.data import ImageData, load_data
@@ -156,22 +158,18 @@ def train_supernet(
     space, data = _resolve(config)
     directory = out or supernet_dir() / config.key(space, data.source, where.world)
     directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = directory / CHECKPOINT
+    # the checkpoint is checked against the whole recipe before anything that describes it is written
+    state = _read_checkpoint(checkpoint, config, space, where.world) if checkpoint.is_file() else None
     if where.main:
         extra = {"data_source": data.source, "space_resolved": space.to_dict(), "world": where.world}
-        (directory / "config.json").write_text(json.dumps(dataclasses.asdict(config) | extra, indent=2))
+        atomic_write(directory / "config.json", json.dumps(dataclasses.asdict(config) | extra, indent=2))
     torch.manual_seed(config.seed)
     net = Supernet(space).to(where.device)
     steps = steps_per_epoch(config, data, where.world)
     optimizer, scheduler = make_optimizer(net, config, steps)
     start_epoch = 0
-    checkpoint = directory / CHECKPOINT
-    if checkpoint.is_file():
-        state = _read_checkpoint(checkpoint, config, space)
-        if state.get("world", 1) != where.world:
-            raise LglsearchError(
-                f"{checkpoint} was trained by {state.get('world', 1)} process(es), this run has {where.world}; "
-                "resume it with the same count, or pass another --out"
-            )
+    if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
@@ -315,19 +313,51 @@ def _sandwich_step(
     return total
 
 
-def _read_checkpoint(path: Path, config: TrainConfig, space: Space) -> dict[str, Any]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file's contents, read as tensors and plain data only: a supernet directory may
+    come from anyone, and a full unpickling would run whatever code it holds."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file raises many types
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object: not a plain checkpoint
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LglsearchError(
-            f"supernet checkpoint {path} is corrupt ({type(err).__name__}); delete it to retrain"
+            f"refused to load {path}: it holds objects other than tensors and plain data ({reason}); "
+            "lglsearch's checkpoints never do, so do not trust this file"
         ) from None
-    if not isinstance(state, dict) or {"net", "optimizer", "epoch", "space"} - set(state):
-        raise LglsearchError(f"supernet checkpoint {path} is not one of lglsearch's; delete it to retrain")
+    except OSError as err:  # the file system, not the file: nothing to delete
+        raise LglsearchError(f"could not read supernet checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # a truncated or foreign file: torch's zip reader and unpickler raise many types
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LglsearchError(
+            f"supernet checkpoint {path} is corrupt: unreadable as a checkpoint ({reason}); "
+            "delete it to retrain, or pass another --out"
+        ) from None
+    if not isinstance(state, dict) or {"net", "epoch", "space"} - set(state):
+        raise LglsearchError(
+            f"{path} is not one of lglsearch's supernet checkpoints (no net, epoch and space); pass another --out"
+        )
+    return state
+
+
+def _read_checkpoint(path: Path, config: TrainConfig, space: Space, world: int) -> dict[str, Any]:
+    """The checkpoint to resume, refused unless it was trained with exactly this recipe."""
+    state = _load_checkpoint(path)
+    if "optimizer" not in state:
+        raise LglsearchError(f"{path} holds no optimizer state and cannot be resumed; pass another --out")
     if state["space"] != space.to_dict():
         raise LglsearchError(
             f"supernet checkpoint {path} was trained for another space ({state['space'].get('name')}); "
             "pass that space, or another --out"
+        )
+    now = dataclasses.asdict(config) | {"world": world}
+    # `distill` is newer than some checkpoints, which all distilled; `world` is absent from single-process ones
+    then = {"distill": True, "world": 1} | state.get("config", {}) | {"world": state.get("world", 1)}
+    changed = [k for k in now if then.get(k) != now[k]]
+    if changed:
+        what = "; ".join(f"{k}: {then.get(k)} then, {now[k]} now" for k in changed)
+        raise LglsearchError(
+            f"supernet checkpoint {path} was trained with another recipe ({what}); "
+            "rerun with the same options to resume it, or pass another --out"
         )
     return state
 
@@ -337,20 +367,25 @@ def load_supernet(directory: str | Path, space: Space | None = None) -> Supernet
     path = Path(directory) / CHECKPOINT
     if not path.is_file():
         raise LglsearchError(f"no supernet checkpoint at {path}; train one with `lglsearch supernet train`")
+    state = _load_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         trained_space = Space.from_dict(state["space"], source=str(path))
-    except Exception as err:  # a truncated or foreign file raises many types
-        raise LglsearchError(
-            f"supernet checkpoint {path} is corrupt or not lglsearch's ({type(err).__name__})"
-        ) from None
+    except LglsearchError as err:
+        raise LglsearchError(f"supernet checkpoint {path} describes no valid space: {err}") from None
     if space is not None and space.to_dict() != trained_space.to_dict():
         raise LglsearchError(
             f"the supernet at {directory} was trained for space {trained_space.name!r} "
             f"@{trained_space.resolution}, not {space.name!r} @{space.resolution}"
         )
     net = Supernet(trained_space)
-    net.load_state_dict(state["net"])
+    try:
+        net.load_state_dict(state["net"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise LglsearchError(
+            f"supernet checkpoint {path} does not match its own space {trained_space.name!r} ({first}); "
+            "it was not written by this version of lglsearch: retrain it"
+        ) from None
     return net.eval()
 
 

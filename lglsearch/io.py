@@ -1,0 +1,32 @@
+"""Writing results so that an interruption never leaves a half-written file: the one helper for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "atomic_write_json"]
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same directory and a rename: readers
+    see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for every user of the machine
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: str | Path, value: Any) -> None:
+    """`value` as indented JSON, written atomically (non-JSON values by their `str`)."""
+    atomic_write(path, json.dumps(value, indent=2, default=str) + "\n")
