@@ -3,7 +3,7 @@ against their stand-alone accuracy.
 
 Takes a finished search's run directory, refines its K best archs (`run_search(..., refine=K)`,
 which resumes from the run's `refined.json`), trains each candidate stand-alone on the same proxy
-with the recipe of benchmarks/ranking_fidelity.py (3 epochs, seed 0), and reports Kendall tau and
+with the recipe of benchmarks/ranking.py (3 epochs, seed 0), and reports Kendall tau and
 Spearman rho of the inherited top-1 and the refined top-1 and cross-entropy against the
 stand-alone top-1 and cross-entropy, and the stand-alone accuracy of the family the inherited
 top-1 and the refined cross-entropy (what `--refine` chooses by) put on the front. Every
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from optuna.trial import TrialState
-from ranking_fidelity import correlations  # benchmarks/ is on the path of a script run from it
+from ranking import correlations  # benchmarks/ is on the path of a script run from it
 
 from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.refine import candidates
@@ -30,6 +30,11 @@ from lglsearch.space import load_space
 from lglsearch.train.data import load_data
 from lglsearch.train.standalone import train_standalone
 from lglsearch.train.supernet import TrainConfig, measure
+
+
+def _said(figures: tuple[float, float, float]) -> str:
+    tau, se, rho = figures
+    return f"tau {tau:.3f} (se {se:.2f}), rho {rho:.3f}"
 
 
 def main() -> None:
@@ -75,8 +80,8 @@ def main() -> None:
     for name, score in scores.items():
         values = [score[i] for i in ids]
         print(
-            f"{name}: vs stand-alone top-1 {correlations(values, alone)}; "
-            f"vs stand-alone -loss {correlations(values, neg_loss)}"
+            f"{name}: vs stand-alone top-1 {_said(correlations(values, alone))}; "
+            f"vs stand-alone -loss {_said(correlations(values, neg_loss))}"
         )
     # the family each score chooses, valued by the stand-alone accuracy of its members: the
     # hypervolume in accuracy x latency against (0, the budget), as the search's report computes it

@@ -25,18 +25,23 @@ def test_embedded_proxy_is_the_reproducible_balanced_subset(tmp_path):
     with np.load(_proxy_path()) as shipped, np.load(rebuilt) as again:
         for key in ("train_x", "train_y", "val_x", "val_y"):
             assert np.array_equal(shipped[key], again[key]), key
-        assert shipped["train_x"].shape == (10_000, 28, 28) and shipped["val_x"].shape == (2_000, 28, 28)
+        assert shipped["train_x"].shape == (10_000, 28, 28) and shipped["val_x"].shape == (5_000, 28, 28)
         assert np.bincount(shipped["train_y"]).tolist() == [1000] * 10
-        assert np.bincount(shipped["val_y"]).tolist() == [200] * 10
-        # the subset's images are Fashion-MNIST's own: the first training image appears in the split
-        train = read_idx(FMNIST / "train-images-idx3-ubyte.gz")
-        assert any(np.array_equal(shipped["train_x"][0], train[i]) for i in range(2000))
-    assert _proxy_path().stat().st_size < 6e6
+        assert np.bincount(shipped["val_y"]).tolist() == [500] * 10
+        # both splits are Fashion-MNIST training images, disjoint; none of its test images is in either
+        train = {img.tobytes() for img in read_idx(FMNIST / "train-images-idx3-ubyte.gz")}
+        test = {img.tobytes() for img in read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")}
+        proxy_train = {img.tobytes() for img in shipped["train_x"]}
+        proxy_val = {img.tobytes() for img in shipped["val_x"]}
+        assert proxy_train <= train and proxy_val <= train
+        assert not proxy_train & proxy_val
+        assert not (proxy_train | proxy_val) & test
+    assert _proxy_path().stat().st_size < 7e6
 
 
 def test_proxy_items_are_normalised_three_channel_images():
     data = load_data(None, 64)
-    assert data.num_classes == 10 and len(data.train) == 10_000 and len(data.val) == 2_000
+    assert data.num_classes == 10 and len(data.train) == 10_000 and len(data.val) == 5_000
     x, y = data.val[0]
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and 0 <= y < 10
     assert torch.equal(x[0], x[1]) and torch.equal(x, data.val[0][0])  # grayscale, deterministic val
