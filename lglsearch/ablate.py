@@ -49,12 +49,12 @@ from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import HOST, CostTable, table_path
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
+from lglsearch.io import atomic_savefig, atomic_write
 from lglsearch.nn import build_model
 from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data
-from lglsearch.train.standalone import evaluate, train_standalone
-from lglsearch.train.supernet import TrainConfig, accuracy, train_supernet
+from lglsearch.train.standalone import train_standalone
+from lglsearch.train.supernet import TrainConfig, measure, proxy_score, train_supernet
 
 __all__ = [
     "STUDIES",
@@ -83,7 +83,9 @@ COLUMNS = [
     "reason",
     "arch_id",
     "accuracy",
+    "accuracy_se",
     "d_accuracy_pts",
+    "d_accuracy_se_pts",
     "latency_ms",
     "d_latency_pct",
     "energy_mj",
@@ -485,8 +487,12 @@ def _train_standalone(
         _log(f"[{i}/{len(runnable)}] {v.name} ({v.change}): training stand-alone", progress)
         started = time.perf_counter()
         model = train_standalone(_proxy(v.arch, config, data), data, config, progress=progress)
-        top1 = evaluate(model, data)
-        results["trained"][v.arch.id] = {"accuracy": top1, "seconds": time.perf_counter() - started}
+        score = measure(model, data.val)
+        results["trained"][v.arch.id] = {
+            "accuracy": score.top1,
+            "accuracy_se": score.top1_se,
+            "seconds": time.perf_counter() - started,
+        }
         _save_results(out, results)  # at once: an interruption loses at most the variant in training
         _report(i, len(runnable), v, results, device, progress)
 
@@ -515,8 +521,12 @@ def _train_supernet(
         if v.arch.id in results["trained"]:
             continue
         started = time.perf_counter()
-        top1 = accuracy(trained.net, _proxy(v.arch, config, data), data, seed=config.seed)
-        results["trained"][v.arch.id] = {"accuracy": top1, "seconds": time.perf_counter() - started}
+        score = proxy_score(trained.net, _proxy(v.arch, config, data), data, seed=config.seed)
+        results["trained"][v.arch.id] = {
+            "accuracy": score.top1,
+            "accuracy_se": score.top1_se,
+            "seconds": time.perf_counter() - started,
+        }
         _save_results(out, results)
         _report(i, len(runnable), v, results, device, progress)
 
@@ -542,10 +552,14 @@ def _rows(found: list[Variant], results: dict[str, Any]) -> pd.DataFrame:
             row |= {k: priced[k] for k in ("latency_ms", "params_m", "macs_g", "host_ms")}
             row |= {"energy_mj": math.nan if energy is None else energy}
             row |= {"accuracy": trained["accuracy"], "train_s": trained["seconds"]}
+            row |= {"accuracy_se": trained.get("accuracy_se", math.nan)}  # (results from before it was kept)
         rows.append(row)
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
     base = frame.iloc[0]
     frame["d_accuracy_pts"] = 100 * (frame["accuracy"] - base["accuracy"])
+    # the standard error of a difference of two scores on as many images (independent errors: conservative)
+    frame["d_accuracy_se_pts"] = 100 * np.sqrt(frame["accuracy_se"] ** 2 + base["accuracy_se"] ** 2)
+    frame.loc[0, "d_accuracy_se_pts"] = math.nan
     frame["d_latency_pct"] = 100 * (frame["latency_ms"] / base["latency_ms"] - 1)
     frame["d_energy_pct"] = 100 * (frame["energy_mj"] / base["energy_mj"] - 1)
     return frame
@@ -597,13 +611,21 @@ def _fmt(value: float, spec: str, signed: bool = False) -> str:
     return format(value, ("+" if signed else "") + spec)
 
 
+def _delta(points: float, se: float) -> str:
+    """A difference in top-1 points, said to be no difference when within two standard errors."""
+    text = _fmt(points, ".2f", signed=True)
+    if text and se > 0 and abs(points) <= 2 * se:
+        text += f" (within 2 se = {2 * se:.2f}: not distinguishable on this proxy)"
+    return text
+
+
 def write_markdown(ablation: Ablation, path: Path) -> Path:
     """The table with deltas against the base, and where every number comes from."""
     m, rows = ablation.meta, ablation.rows
     header = [
         "variant",
         "change",
-        "top-1 %",
+        "top-1 % (± se)",
         "Δ top-1 (pts)",
         f"latency ms ({m['device']})",
         "Δ latency",
@@ -624,8 +646,8 @@ def write_markdown(ablation: Ablation, path: Path) -> Path:
         cells = [
             f"**{r.variant}**" if r.variant == BASE else r.variant,
             r.change,
-            _fmt(100 * r.accuracy, ".2f"),
-            _fmt(r.d_accuracy_pts, ".2f", signed=True),
+            _fmt(100 * r.accuracy, ".2f") + (f" ± {100 * r.accuracy_se:.2f}" if r.accuracy_se > 0 else ""),
+            _delta(r.d_accuracy_pts, r.d_accuracy_se_pts),
             _fmt(r.latency_ms, ".2f"),
             _fmt(r.d_latency_pct, ".1f", signed=True) + ("%" if not math.isnan(r.d_latency_pct) else ""),
             _fmt(r.energy_mj, ".2f"),
@@ -668,7 +690,9 @@ def write_markdown(ablation: Ablation, path: Path) -> Path:
         f"- Host latency: the whole model measured on this machine: {m['host']}.",
         f"- Training: {training}; {recipe['epochs']} epoch(s){steps}, batch {recipe['batch_size']}, AdamW "
         f"lr {recipe['lr']}, weight decay {recipe['weight_decay']}, cosine schedule with {recipe['warmup_epochs']} "
-        f"warm-up epoch(s), at {recipe['resolution']} px; top-1 on the validation split.",
+        f"warm-up epoch(s), at {recipe['resolution']} px; top-1 on the validation split, ± one standard error "
+        "of its size; a difference within two standard errors is not distinguishable. One training seed per "
+        "variant: the seed-to-seed spread of training (benchmarks/RESULTS.md) is not in the error.",
         f"- Data: {m['data']}.",
         f"- Seed: {m['seed']} (the same for every variant).",
         f"- Wall time of training and evaluation: {m['wall_s'] / 60:.1f} min.",
@@ -706,8 +730,5 @@ def write_plot(ablation: Ablation, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    atomic_savefig(fig, path)
     return path

@@ -385,6 +385,60 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"report: {paths['report.md']}  plot: {paths['pareto.png']}  family: {paths['pareto.csv']}")
 
 
+def _read_archs_file(path: str) -> list:  # -> list[Arch]
+    from pathlib import Path
+
+    from lglsearch.space import Arch
+
+    try:
+        items = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise LglsearchError(f"--archs {path}: cannot read it ({err.strerror or err})") from None
+    except ValueError as err:
+        raise LglsearchError(f"--archs {path} is not JSON ({err}); give a JSON list of arch objects") from None
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise LglsearchError(f"--archs {path} must hold a non-empty JSON list of arch objects (as Arch.to_json writes)")
+    archs = []
+    for n, item in enumerate(items):
+        try:
+            archs.append(Arch.from_dict(item.get("arch", item)))  # an arch, or a record holding one
+        except (LglsearchError, KeyError, TypeError) as err:
+            raise LglsearchError(f"--archs {path}: item {n} is not an arch ({err})") from None
+    return archs
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from lglsearch.search.scoring import score_archs
+    from lglsearch.space import parse_arch
+
+    archs = [parse_arch(spec) for spec in args.arch or []]
+    for path in args.archs or []:
+        archs += _read_archs_file(path)
+    if not archs:
+        raise LglsearchError("nothing to score: give --arch SPEC or --archs FILE")
+    rows, provenance = score_archs(
+        archs,
+        _space(args.space),
+        space_spec=args.space,
+        supernet=args.supernet,
+        data=args.data,
+        seed=args.seed,
+        finetune_steps=args.finetune_steps,
+        finetune_repeats=args.finetune_repeats,
+        workers=args.workers,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"proxy accuracy from the supernet at {provenance['supernet']} ({provenance['data']}):")
+    for row in rows:
+        print(
+            f"  {row['arch_id']}  top-1 {100 * row['accuracy']:.2f}% +- {100 * row['accuracy_se']:.2f}  "
+            f"loss {row['loss']:.4f} +- {row['loss_se']:.4f}  ({row['seconds']:.1f} s)"
+        )
+    print("(+- one standard error of the validation split's size; differences within two are not distinguishable)")
+
+
 def cmd_supernet_train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -463,7 +517,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             continue
         energy = "" if math.isnan(row.energy_mj) else f"  {row.energy_mj:7.2f} mJ ({row.d_energy_pct:+.1f}%)"
         print(
-            f"  {row.variant:<16} top-1 {100 * row.accuracy:6.2f}% ({row.d_accuracy_pts:+.2f})  "
+            f"  {row.variant:<16} top-1 {100 * row.accuracy:6.2f}% ± {100 * row.accuracy_se:.2f} "
+            f"({row.d_accuracy_pts:+.2f})  "
             f"{row.latency_ms:7.2f} ms ({row.d_latency_pct:+.1f}%){energy}  host {row.host_ms:.2f} ms"
         )
     print(f"ablation: {out / 'ablation.md'}  table: {out / 'ablation.csv'}  plot: {out / 'ablation.png'}")
@@ -517,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume, refines a finished search)",
     )
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("score", help="the search's accuracy estimate of archs, with its standard error")
+    p.add_argument("--arch", action="append", metavar="SPEC", help=f"{arch_help}; repeat for more")
+    p.add_argument("--archs", action="append", metavar="FILE", help="a JSON list of arch objects; repeat for more")
+    p.add_argument("--space", metavar="FILE", help=space_help)
+    p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the search's default one)")
+    p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (its calibration batches; default 0)")
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--workers", type=int, default=1, help="parallel evaluations (default 1, in this process)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per arch")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("predict", help="parameters and MACs of an arch")
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)

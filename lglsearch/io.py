@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_json"]
+__all__ = ["atomic_savefig", "atomic_write", "atomic_write_json"]
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory and a rename: readers
-    see the old file or the new one, never a part."""
+def atomic_write(path: str | Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file in the same directory and a rename:
+    readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for every user of the machine
         os.replace(tmp, path)
@@ -30,3 +31,10 @@ def atomic_write(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, value: Any) -> None:
     """`value` as indented JSON, written atomically (non-JSON values by their `str`)."""
     atomic_write(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def atomic_savefig(figure: Any, path: str | Path) -> None:
+    """A matplotlib figure saved atomically, in the format of the path's suffix."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png")
+    atomic_write(path, buffer.getvalue())

@@ -7,13 +7,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure  # a figure without pyplot: no global backend or state of the user's
 
-from lglsearch.search.pareto import COLUMNS, REFINED_COLUMNS, dominating, front_frame, hypervolume, trials_frame
+from lglsearch.io import atomic_savefig, atomic_write, atomic_write_json
+from lglsearch.search.pareto import (
+    COLUMNS,
+    REFINED_COLUMNS,
+    difference_se,
+    dominating,
+    front_frame,
+    hypervolume,
+    trials_frame,
+)
 from lglsearch.search.study import SearchRun
 from lglsearch.space import Arch
 
@@ -41,7 +47,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _plot(run: SearchRun, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.add_subplot()
     evaluated = trials[trials["state"] == "COMPLETE"]
     inherited = " (inherited weights)" if run.refined else ""
     ax.scatter(
@@ -50,10 +57,29 @@ def _plot(run: SearchRun, trials: pd.DataFrame, front: pd.DataFrame, path: Path)
     if not front.empty:
         label = "Pareto front, refined (fine-tuned)" if run.refined else "Pareto front"
         ax.step(front["latency_ms"], 100 * front["accuracy"], where="post", c="C3", lw=1.2)
-        ax.scatter(front["latency_ms"], 100 * front["accuracy"], s=28, c="C3", label=label, zorder=3)
+        ax.errorbar(
+            front["latency_ms"],
+            100 * front["accuracy"],
+            yerr=200 * front["accuracy_se"].fillna(0),
+            fmt="o",
+            ms=5,
+            c="C3",
+            capsize=3,
+            label=f"{label} (± 2 standard errors)",
+            zorder=3,
+        )
     presets = run.presets[run.presets["accuracy"].notna()]
     if not presets.empty:
         ax.scatter(presets["latency_ms"], 100 * presets["accuracy"], marker="*", s=140, c="C0", label="presets")
+        if "accuracy_se" in presets:
+            ax.errorbar(
+                presets["latency_ms"],
+                100 * presets["accuracy"],
+                yerr=200 * presets["accuracy_se"].fillna(0),
+                fmt="none",
+                c="C0",
+                capsize=3,
+            )
         for row in presets.itertuples():
             ax.annotate(
                 row.name.removeprefix("edgevit_").upper(),
@@ -70,8 +96,7 @@ def _plot(run: SearchRun, trials: pd.DataFrame, front: pd.DataFrame, path: Path)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    atomic_savefig(fig, path)
 
 
 def _provenance(run: SearchRun) -> list[str]:
@@ -112,6 +137,25 @@ def _provenance(run: SearchRun) -> list[str]:
     return lines
 
 
+def _dominated_by(front: pd.DataFrame, preset: pd.Series, objectives: tuple[str, ...]) -> str:
+    """Which family member beats the preset, claimed only when the accuracy difference is more than
+    two standard errors."""
+    best = dominating(front, preset, objectives)
+    if best is None:
+        return "none found"
+    gap = 100 * (best["accuracy"] - preset["accuracy"])
+    se = 100 * difference_se(best.get("accuracy_se", math.nan), preset.get("accuracy_se", math.nan))
+    where = f"{best['arch_id']} ({100 * best['accuracy']:.2f}%, {best['latency_ms']:.2f} ms)"
+    if math.isnan(se):
+        return f"{where}, +{gap:.2f} points (uncertainty not recorded)"
+    if gap <= 2 * se:
+        return (
+            f"not distinguishable on this proxy: {where} is +{gap:.2f} points at no more cost, "
+            f"within two standard errors ({2 * se:.2f})"
+        )
+    return f"{where}, +{gap:.2f} ± {se:.2f} points"
+
+
 def _refined_title(run: SearchRun) -> str:
     return f", the front of the {len(run.refined)} archs scored again after fine-tuning" if run.refined else ""
 
@@ -122,21 +166,19 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     trials, front = trials_frame(run.study), front_frame(run.study, run.refined)
     extra = REFINED_COLUMNS if run.refined else ()
     paths = {name: out / name for name in ("pareto.csv", "pareto.json", "trials.csv", "report.md", "pareto.png")}
-    front.to_csv(paths["pareto.csv"], index=False)
+    atomic_write(paths["pareto.csv"], front.to_csv(index=False))
     members = [
         {**{k: row[k] for k in ("arch_id", *COLUMNS, *extra)}, "arch": json.loads(row["arch"])}
         for _, row in front.iterrows()
     ]
-    paths["pareto.json"].write_text(
-        json.dumps(
-            {"objectives": list(run.objectives), "provenance": run.provenance, "family": members}, indent=2, default=str
-        )
+    atomic_write_json(
+        paths["pareto.json"], {"objectives": list(run.objectives), "provenance": run.provenance, "family": members}
     )
-    trials.to_csv(paths["trials.csv"], index=False)
+    atomic_write(paths["trials.csv"], trials.to_csv(index=False))
     family = out / "family"
     family.mkdir(exist_ok=True)
     for member in members:
-        (family / f"{member['arch_id']}.json").write_text(json.dumps(member["arch"], indent=2) + "\n")
+        atomic_write(family / f"{member['arch_id']}.json", json.dumps(member["arch"], indent=2) + "\n")
     _plot(run, trials, front, paths["pareto.png"])
 
     states = trials["state"].value_counts()
@@ -153,7 +195,8 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     ref_text = f"top-1 0, latency {reference['latency']:g} ms"
     # stages joined by " / ": a "|" would end the Markdown cell
     shown = front.assign(arch=[str(Arch.from_json(a)).split(": ", 1)[1].replace(" | ", " / ") for a in front["arch"]])
-    shown = shown.assign(accuracy=100 * shown["accuracy"]).rename(columns={"accuracy": "top-1 %"})
+    shown = shown.assign(accuracy=100 * shown["accuracy"], accuracy_se=100 * shown["accuracy_se"])
+    shown = shown.rename(columns={"accuracy": "top-1 %", "accuracy_se": "± se"})
     if run.refined:
         inherited = 100 * shown.pop("inherited_accuracy")
         shown.insert(2, "inherited top-1 %", inherited)
@@ -161,17 +204,15 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
         shown = shown.rename(columns={"top-1 %": "refined top-1 %"})
     preset_rows = []
     for _, preset in run.presets.iterrows():
-        best = dominating(front, preset, run.objectives)
         preset_rows.append(
             {
                 "preset": preset["name"],
                 ("refined top-1 %" if run.refined else "top-1 %"): 100 * preset["accuracy"]
                 if preset["in_space"]
                 else "outside the space",
-                **{c: preset.get(c, math.nan) for c in COLUMNS[1:]},
-                "dominated by": "none found"
-                if best is None
-                else f"{best['arch_id']} ({100 * best['accuracy']:.2f}%, {best['latency_ms']:.2f} ms)",
+                "± se": 100 * preset.get("accuracy_se", math.nan),
+                **{c: preset.get(c, math.nan) for c in COLUMNS[2:]},
+                "dominated by": _dominated_by(front, preset, run.objectives),
             }
         )
     lines = [
@@ -204,5 +245,5 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
         "![accuracy against latency](pareto.png)",
         "",
     ]
-    paths["report.md"].write_text("\n".join(lines))
+    atomic_write(paths["report.md"], "\n".join(lines))
     return paths | {"family": family}

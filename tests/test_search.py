@@ -25,6 +25,7 @@ from lglsearch.search.pareto import dominating, front_frame, hypervolume, nondom
 from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch, load_space
+from lglsearch.train.data import load_data
 from lglsearch.train.supernet import Score, TrainConfig, accuracy, load_supernet, proxy_score, train_supernet
 from tests.conftest import enumerate_space
 
@@ -130,14 +131,24 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supe
         assert t.values[1] <= median_budget and 0.0 <= t.values[0] <= 1.0
     # the accuracy is the supernet's, recomputed here independently
     net = load_supernet(supernet)
-    from lglsearch.train.data import load_data
 
     first = complete[0]
     assert accuracy(net, Arch.from_json(first.user_attrs["arch"]), load_data(None, 64)) == first.values[0]
 
     paths = write_search_report(run)
     front = pd.read_csv(paths["pareto.csv"])
-    assert list(front.columns[:6]) == ["arch_id", "accuracy", "latency_ms", "energy_mj", "params_m", "macs_g"]
+    assert list(front.columns[:7]) == [
+        "arch_id",
+        "accuracy",
+        "accuracy_se",
+        "latency_ms",
+        "energy_mj",
+        "params_m",
+        "macs_g",
+    ]
+    # the standard error of a top-1 on n images: sqrt(p (1 - p) / (n - 1)), p the top-1
+    n = len(load_data(None, 64).val)
+    assert np.allclose(front["accuracy_se"], np.sqrt(front["accuracy"] * (1 - front["accuracy"]) / (n - 1)))
     values = np.array([[t.values[0], t.values[1]] for t in complete])
     for row in front.itertuples():  # no evaluated arch dominates a front member
         assert not np.any((values[:, 0] >= row.accuracy) & (values[:, 1] < row.latency_ms - 1e-12))
@@ -195,7 +206,6 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
     remote = {t.user_attrs["arch_id"]: t.values[0] for t in ray_run.study.trials if t.state == TrialState.COMPLETE}
     assert len(remote) >= 3
     net, data = load_supernet(supernet), None
-    from lglsearch.train.data import load_data
 
     data = load_data(None, 64)
     for arch_id, top1 in remote.items():
@@ -214,7 +224,6 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
     config = _config(supernet, median_budget, trials=2, finetune_steps=2, finetune_repeats=2)
     run = run_search(config, out, progress=False)
     complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
-    from lglsearch.train.data import load_data
 
     net, data = load_supernet(supernet), load_data(None, 64)
     arch = Arch.from_json(complete[0].user_attrs["arch"])
@@ -253,7 +262,6 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     stored = json.loads((out / REFINED_FILE).read_text())
     assert stored["recipe"] == {"finetune_steps": 2, "finetune_repeats": 2}
     assert set(refined_run.refined) == {a.id for a in candidates(run.study, 4)} == set(stored["scores"])
-    from lglsearch.train.data import load_data
 
     net, data = load_supernet(supernet), load_data(None, 64)
     first = candidates(run.study, 1)[0]
@@ -314,7 +322,7 @@ class _RecordingExecutor:
 
     def next_result(self):
         number, arch = self.queue.pop(0)
-        return number, Score(count(arch).macs_g, 1.0), 0.0
+        return number, Score(count(arch).macs_g, 1.0, 0.01, 0.02), 0.0
 
     def close(self):
         pass
@@ -426,3 +434,57 @@ def test_cli_search_end_to_end(tmp_path, capsys, supernet, median_budget):
     assert all(arch_id in printed for arch_id in front["arch_id"])
     assert main([*argv[:-2], "--out", str(out), "--resume", "--trials", "4"]) == 0  # extends the finished search
     assert (pd.read_csv(out / "trials.csv")["state"] == "COMPLETE").sum() == 4
+
+
+def test_score_is_the_estimate_a_trial_records(tmp_path, capsys, supernet, median_budget):
+    run = run_search(_config(supernet, median_budget, trials=3), tmp_path / "run", progress=False)
+    complete = run.study.get_trials(states=(TrialState.COMPLETE,))
+    archs = tmp_path / "archs.json"
+    archs.write_text(json.dumps([json.loads(t.user_attrs["arch"]) for t in complete]))
+    first = Arch.from_json(complete[0].user_attrs["arch"])
+    argv = ["score", "--space", "tiny", "--supernet", str(supernet), "--archs", str(archs), "--json"]
+    assert main([*argv, "--arch", first.to_json()]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["arch_id"] for r in rows] == [first.id] + [t.user_attrs["arch_id"] for t in complete]
+    for row, trial in zip(rows, [complete[0], *complete], strict=True):
+        assert row["accuracy"] == trial.values[0]
+        assert row["accuracy_se"] == trial.user_attrs["accuracy_se"] and row["accuracy_se"] > 0
+        assert row["loss"] == trial.user_attrs["val_loss"] and row["loss_se"] == trial.user_attrs["val_loss_se"]
+    assert main(argv[:-1]) == 0
+    printed = capsys.readouterr().out
+    assert f"{100 * rows[0]['accuracy']:.2f}% +- {100 * rows[0]['accuracy_se']:.2f}" in printed
+
+
+def test_score_bad_input_is_one_line_before_any_training(tmp_path, capsys, supernet):
+    not_json, not_archs = tmp_path / "bad.json", tmp_path / "list.json"
+    not_json.write_text("[{")
+    not_archs.write_text(json.dumps([{"stages": "three"}]))
+    tiny_arch = load_space("tiny").smallest().to_json()
+    cases = [
+        (["--space", "tiny", "--arch", "edgevit_s"], "is outside the space 'tiny'"),
+        (["--space", "tiny", "--archs", str(not_json)], "is not JSON"),
+        (["--space", "tiny", "--archs", str(tmp_path / "nowhere.json")], "cannot read it"),
+        (["--space", "tiny", "--archs", str(not_archs)], "item 0 is not an arch"),
+        (["--arch", "edgevit_xxs", "--supernet", str(supernet)], "was trained for space 'tiny', not 'edgevit'"),
+        (["--space", "tiny", "--arch", tiny_arch, "--supernet", str(supernet), "--data", str(tmp_path)], "not on"),
+        (["--space", "tiny"], "nothing to score"),
+    ]
+    for args, message in cases:
+        assert main(["score", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "cache").exists(), "no supernet was trained"
+
+
+def test_reports_claim_no_domination_within_two_standard_errors():
+    from lglsearch.report import _dominated_by
+
+    front = pd.DataFrame(
+        {"arch_id": ["a"], "accuracy": [0.805], "accuracy_se": [0.005], "latency_ms": [5.0], "energy_mj": [1.0]}
+    )
+    preset = pd.Series({"accuracy": 0.80, "accuracy_se": 0.005, "latency_ms": 9.0, "energy_mj": 2.0})
+    close = _dominated_by(front, preset, ("accuracy", "latency"))
+    assert close.startswith("not distinguishable on this proxy: a") and "within two standard errors (1.41)" in close
+    far = _dominated_by(front.assign(accuracy=0.83), preset, ("accuracy", "latency"))
+    assert far == "a (83.00%, 5.00 ms), +3.00 ± 0.71 points"
+    assert _dominated_by(front.assign(latency_ms=10.0), preset, ("accuracy", "latency")) == "none found"

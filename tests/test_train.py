@@ -220,8 +220,11 @@ def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
     state = torch.load(path, weights_only=True)
     marker = tmp_path / "ran"
     torch.save({**state, "payload": _RunsCode(marker)}, path)
-    for load in (lambda: load_supernet(tmp_path / "sn"), lambda: train_supernet(QUICK, tmp_path / "sn", progress=False)):
-        with pytest.raises(LglsearchError, match="refused to load .*objects other than tensors and plain data"):
+    for load in (
+        lambda: load_supernet(tmp_path / "sn"),
+        lambda: train_supernet(QUICK, tmp_path / "sn", progress=False),
+    ):
+        with pytest.raises(LglsearchError, match=r"refused to load .*objects other than tensors and plain data"):
             load()
     assert not marker.exists()
 

@@ -16,6 +16,7 @@ from lglsearch.train.supernet import Score
 __all__ = [
     "COLUMNS",
     "REFINED_COLUMNS",
+    "difference_se",
     "dominating",
     "front_frame",
     "hypervolume",
@@ -24,7 +25,8 @@ __all__ = [
     "trials_frame",
 ]
 
-COLUMNS = ("accuracy", "latency_ms", "energy_mj", "params_m", "macs_g")
+# accuracy_se: the accuracy's standard error (the validation split's size), a trial's user attribute
+COLUMNS = ("accuracy", "accuracy_se", "latency_ms", "energy_mj", "params_m", "macs_g")
 REFINED_COLUMNS = ("refined_loss", "inherited_accuracy")  # a refined front's, beside COLUMNS
 _COST = {"latency": "latency_ms", "energy": "energy_mj"}
 
@@ -94,6 +96,7 @@ def front_frame(study: optuna.Study, refined: Mapping[str, Score] | None = None)
             "arch_id": t.user_attrs["arch_id"],
             **{c: t.user_attrs.get(c, math.nan) for c in COLUMNS[1:]},
             "accuracy": t.values[0] if scores is None else scores[i].top1,
+            "accuracy_se": t.user_attrs.get("accuracy_se", math.nan) if scores is None else scores[i].top1_se,
             "refined_loss": math.nan if scores is None else scores[i].loss,
             "inherited_accuracy": t.values[0],
             "trial": t.number,
@@ -122,8 +125,15 @@ def hypervolume(frame: pd.DataFrame, objectives: tuple[str, ...], reference: dic
     return float(compute_hypervolume(points, ref)) if len(points) else 0.0
 
 
+def difference_se(a_se: float, b_se: float) -> float:
+    """The standard error of the difference of two accuracies with these errors (taken as
+    independent: conservative for two archs scored on the same images)."""
+    return math.sqrt(a_se**2 + b_se**2)
+
+
 def dominating(front: pd.DataFrame, preset: pd.Series, objectives: tuple[str, ...]) -> pd.Series | None:
-    """The most accurate front member with higher accuracy than `preset` at no more of every cost objective."""
+    """The most accurate front member with higher accuracy than `preset` at no more of every cost objective
+    (whether the difference is larger than its uncertainty is the caller's to say: `difference_se`)."""
     if front.empty or not math.isfinite(preset.get("accuracy", math.nan)):
         return None
     better = front["accuracy"] > preset["accuracy"]

@@ -27,9 +27,11 @@ from lglsearch.cost.build import load_device_table
 from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
-from lglsearch.search.execution import Executor, WorkerSpec, check_ray_address, default_workers, make_executor
+from lglsearch.io import atomic_write, atomic_write_json
+from lglsearch.search.execution import Executor, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, shared_scores
+from lglsearch.search.scoring import prepare_supernet
 from lglsearch.space import PRESETS, Arch, Space, load_space
 from lglsearch.train.supernet import Score
 
@@ -155,47 +157,6 @@ def _short(value: Any) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def _prepare_supernet(config: SearchConfig, space: Space, progress: bool) -> tuple[WorkerSpec, dict | None, dict]:
-    """The supernet's weights, its worker spec and provenance: the given one, or the default (cached)."""
-    if config.noop:
-        return WorkerSpec(space=space.to_dict(), data=config.data, noop=True), None, {"supernet": "none (no-op)"}
-    from lglsearch.train.supernet import TrainConfig, load_supernet, train_supernet
-
-    if config.supernet:
-        directory = Path(config.supernet)
-        net = load_supernet(directory)
-        expected = space.with_resolution(net.space.resolution, net.space.num_classes)
-        if expected.to_dict() != net.space.to_dict():
-            raise LglsearchError(
-                f"the supernet at {directory} was trained for space {net.space.name!r}, not the search's "
-                f"{space.name!r} (or with other choices); pass the space it was trained for with --space"
-            )
-        config_file = directory / "config.json"
-        trained_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        data = config.data if config.data is not None else trained_config.get("data")
-    else:
-        train = TrainConfig(space=config.space, data=config.data)
-        trained = train_supernet(train, progress=progress)
-        net, directory, data = trained.net, trained.directory, config.data
-        trained_config = dataclasses.asdict(train) | {"data_source": trained.data.source}
-    provenance = {
-        "supernet": str(directory),
-        "supernet_epochs": trained_config.get("epochs"),
-        "supernet_resolution": net.space.resolution,
-        "data": trained_config.get("data_source", data or "proxy"),
-        "finetune_steps": config.finetune_steps,
-        "finetune_repeats": config.finetune_repeats,
-    }
-    spec = WorkerSpec(
-        space=net.space.to_dict(),
-        data=data,
-        seed=config.seed,
-        finetune_steps=config.finetune_steps,
-        finetune_repeats=config.finetune_repeats,
-    )
-    return spec, net.state_dict(), provenance
-
-
 def _values(objectives: tuple[str, ...], top1: float, latency: float, energy: float) -> list[float]:
     return [{"accuracy": top1, "latency": latency, "energy": energy}[name] for name in objectives]
 
@@ -208,7 +169,7 @@ def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.Da
     """The published models on the same device and proxy (accuracy only where the space holds them)."""
     rows, queue = [], []
     for name in PRESETS:
-        row: dict[str, Any] = {"name": name, "in_space": False, "accuracy": math.nan}
+        row: dict[str, Any] = {"name": name, "in_space": False, "accuracy": math.nan, "accuracy_se": math.nan}
         try:
             arch = _preset_arch(name, space)
             row |= {"arch_id": arch.id, "in_space": space.contains(arch), **_price_row(pricer(arch))}
@@ -225,7 +186,7 @@ def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.Da
             in_flight += 1
         number, score, _ = executor.next_result()
         in_flight -= 1
-        rows[-1 - number]["accuracy"] = score.top1
+        rows[-1 - number] |= {"accuracy": score.top1, "accuracy_se": score.top1_se}
     return pd.DataFrame(rows)
 
 
@@ -257,15 +218,24 @@ def _optimise(
     progress: bool,
 ) -> None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    known = {t.user_attrs["arch_id"]: Score(t.values[0], t.user_attrs.get("val_loss", math.nan)) for t in complete}
+    known = {
+        t.user_attrs["arch_id"]: Score(
+            t.values[0],
+            t.user_attrs.get("val_loss", math.nan),
+            t.user_attrs.get("accuracy_se", math.nan),
+            t.user_attrs.get("val_loss_se", math.nan),
+        )
+        for t in complete
+    }
     done, rejected_in_row, rejected = len(complete), 0, 0
     in_flight: dict[int, tuple[optuna.trial.Trial, Any, str]] = {}
     bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not progress, file=sys.stderr)
 
     def finish(trial: optuna.trial.Trial, price: Any, score: Score) -> None:
         nonlocal done
-        if math.isfinite(score.loss):
-            trial.set_user_attr("val_loss", score.loss)  # the steadier ranking; see refine.py
+        for name, value in (("val_loss", score.loss), ("accuracy_se", score.top1_se), ("val_loss_se", score.loss_se)):
+            if math.isfinite(value):  # val_loss: the steadier ranking (see refine.py)
+                trial.set_user_attr(name, value)
         study.tell(trial, _values(objectives, score.top1, price.latency_ms, price.energy_mj))
         done += 1
         best = max((s.top1 for s in known.values()), default=math.nan)
@@ -350,12 +320,22 @@ def run_search(
     if config.ray_address:
         check_ray_address(config.ray_address)
 
-    spec, state, provenance = _prepare_supernet(config, space, progress)
+    spec, state, provenance = prepare_supernet(
+        space,
+        space_spec=config.space,
+        supernet=config.supernet,
+        data=config.data,
+        seed=config.seed,
+        finetune_steps=config.finetune_steps,
+        finetune_repeats=config.finetune_repeats,
+        noop=config.noop,
+        progress=progress,
+    )
     out.mkdir(parents=True, exist_ok=True)
     record = {"identity": identity, "config": dataclasses.asdict(requested)}
     if not config.noop:
         record["supernet_dir"] = str(Path(provenance["supernet"]).resolve())
-    (out / RUN_FILE).write_text(json.dumps(record, indent=2))
+    atomic_write_json(out / RUN_FILE, record)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
     done = 0
@@ -381,7 +361,7 @@ def run_search(
             presets = pd.read_json(presets_file, orient="records")
         else:
             presets = _evaluate_presets(space, pricer, executor)
-            presets.to_json(presets_file, orient="records", indent=2)
+            atomic_write(presets_file, presets.to_json(orient="records", indent=2))
         _optimise(study, space, pricer, executor, config, objectives, progress)
         refined = {}
         if config.refine:
@@ -396,9 +376,11 @@ def run_search(
                 chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, shared=shared, progress=progress
             )
             top1 = {arch_id: score.top1 for arch_id, score in scores.items()}
+            top1_se = {arch_id: score.top1_se for arch_id, score in scores.items()}
             presets = presets.assign(
                 inherited_accuracy=presets["accuracy"],
                 accuracy=presets["arch_id"].map(top1) if "arch_id" in presets else math.nan,
+                accuracy_se=presets["arch_id"].map(top1_se) if "arch_id" in presets else math.nan,
             )
             evaluated = {
                 t.user_attrs["arch_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

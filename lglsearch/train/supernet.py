@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import sys
@@ -406,10 +407,14 @@ def materialise(dataset: Any) -> TensorDataset:
 
 @dataclass(frozen=True)
 class Score:
-    """What a model scores on a validation split."""
+    """What a model scores on a validation split, with the standard errors of its finite size (the
+    spread of the per-image values over the square root of their count: what another draw of as many
+    images from the same distribution would move the score by)."""
 
     top1: float
     loss: float  # mean cross-entropy: every image counts by its confidence, not only right or wrong
+    top1_se: float = math.nan
+    loss_se: float = math.nan
 
 
 def proxy_score(
@@ -474,8 +479,9 @@ def proxy_scores(
             with recalibrated(model, calib):
                 for name, dataset in sets.items():
                     scores[name].append(measure(model, dataset))
+        # fine-tunings on the same images do not shrink the sampling error of those images: their mean keeps it
         return {
-            name: Score(float(np.mean([s.top1 for s in runs])), float(np.mean([s.loss for s in runs])))
+            name: Score(*(float(np.mean([getattr(s, f.name) for s in runs])) for f in dataclasses.fields(Score)))
             for name, runs in scores.items()
         }
     with recalibrated(net.set_arch(arch), calib, restore=True):
@@ -540,13 +546,15 @@ def measure(model: nn.Module, dataset: Any) -> Score:
     """Top-1 and mean cross-entropy of `model` (in eval mode) on `dataset`."""
     model.eval()
     device = next(model.parameters()).device
-    correct, loss, total = 0, 0.0, 0
+    correct, losses = [], []
     for images, labels in _loader(dataset, 256, 0, shuffle=False):
         logits = model(images.to(device)).cpu()
-        correct += int((logits.argmax(dim=-1) == labels).sum())
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        total += len(labels)
-    return Score(correct / total, loss / total)
+        correct.append((logits.argmax(dim=-1) == labels).double())
+        losses.append(F.cross_entropy(logits, labels, reduction="none").double())
+    hits, loss = torch.cat(correct), torch.cat(losses)
+    n = len(hits)
+    spread = (float(hits.std()), float(loss.std())) if n > 1 else (math.nan, math.nan)
+    return Score(float(hits.mean()), float(loss.mean()), spread[0] / math.sqrt(n), spread[1] / math.sqrt(n))
 
 
 def evaluate(model: nn.Module, dataset: Any) -> float:
