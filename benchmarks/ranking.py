@@ -167,8 +167,8 @@ def score(supernet: str | None, calib_seeds: int, workers: int) -> None:
     todo = [a for a in archs if a.id not in stored["scores"]]
     if todo:  # the default: exactly what a search records
         rows, _ = score_archs(todo, space, supernet=str(directory), workers=workers)
-        for row in rows:
-            stored["scores"][row["arch_id"]] = {"default": row}
+        for arch, row in zip(todo, rows, strict=True):  # keyed by the protocol's (64 px) id
+            stored["scores"][arch.id] = {"default": row}
         atomic_write_json(path, stored)
     net = load_supernet(directory)
     data = load_data(spec.data, net.space.resolution)
