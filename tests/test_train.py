@@ -238,6 +238,12 @@ def test_resuming_with_another_recipe_is_refused_before_its_description_changes(
         with pytest.raises(LglsearchError, match=f"trained with another recipe \\({what}\\)"):
             train_supernet(TrainConfig(**{**QUICK.__dict__, "epochs": 1, **change}), out, progress=False)
     assert (out / "config.json").read_text() == described and (out / "checkpoint.pt").read_bytes() == weights
+    from lglsearch.space import SPACES_DIR
+
+    # the same space named by its path is the same recipe: the finished checkpoint is reused as it is
+    by_path = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "space": str(SPACES_DIR / "tiny.yaml")})
+    assert train_supernet(by_path, out, progress=False).epochs_done == 1
+    assert (out / "checkpoint.pt").read_bytes() == weights
 
 
 def test_unreadable_and_mismatched_checkpoints_say_what_failed(tmp_path):

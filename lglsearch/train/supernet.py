@@ -353,7 +353,9 @@ def _read_checkpoint(path: Path, config: TrainConfig, space: Space, world: int) 
     now = dataclasses.asdict(config) | {"world": world}
     # `distill` is newer than some checkpoints, which all distilled; `world` is absent from single-process ones
     then = {"distill": True, "world": 1} | state.get("config", {}) | {"world": state.get("world", 1)}
-    changed = [k for k in now if then.get(k) != now[k]]
+    # the space is compared resolved (above) and the data by the cache key: a name and a path of the same
+    # space or data are one recipe
+    changed = [k for k in now if k not in ("space", "data") and then.get(k) != now[k]]
     if changed:
         what = "; ".join(f"{k}: {then.get(k)} then, {now[k]} now" for k in changed)
         raise LglsearchError(
