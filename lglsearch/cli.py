@@ -8,6 +8,7 @@ inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -15,7 +16,52 @@ from collections.abc import Sequence
 
 from lglsearch.errors import LglsearchError
 
-__all__ = ["main"]
+__all__ = ["Ranged", "build_parser", "main"]
+
+
+class Ranged:
+    """An argparse type: a number of `kind` checked against its range where it is parsed, so that
+    `--runs 0` is a one-line error before any work rather than a traceback after some."""
+
+    def __init__(self, kind: type, low: float, high: float | None = None, *, open_low: bool = False) -> None:
+        self.kind, self.low, self.high, self.open_low = kind, low, high, open_low
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}") from None
+        too_low = value <= self.low if self.open_low else value < self.low
+        if too_low or (self.high is not None and value >= self.high) or value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+        return value
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        if self.high is not None:
+            return (
+                f"{what} in ({self.low:g}, {self.high:g})"
+                if self.open_low
+                else f"{what} in [{self.low:g}, {self.high:g})"
+            )
+        return f"{what} {'>' if self.open_low else '>='} {self.low:g}"
+
+    def out_of_range(self) -> str:
+        """A value just outside the range (what the parser test tries)."""
+        return str(self.low) if self.open_low else str(self.low - 1)
+
+
+COUNT = Ranged(int, 1)  # runs, trials, epochs, batch sizes, workers: at least one
+NATURAL = Ranged(int, 0)  # seeds, steps that may be zero
+POSITIVE = Ranged(float, 0, open_low=True)  # budgets, minutes
+FRACTION = Ranged(float, 0, 1, open_low=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, naming the fix (`--help`), as every other error of the CLI is."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _space(path: str | None):  # -> Space
@@ -168,8 +214,8 @@ def cmd_lut_import(args: argparse.Namespace) -> None:
         "precision": args.precision,
         "source": args.source,
     }
+    space = _space(args.space)  # a bad --space is refused before anything is written
     table = import_table(args.device, args.csv, meta=meta)
-    space = _space(args.space)
     missing = table.missing(space_ops(space))
     print(
         f"{table.device}: imported {len(table)} ops to {table_path(table.device)} "
@@ -186,7 +232,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     from lglsearch.cost.ops import arch_ops
     from lglsearch.cost.runner import OrtRunner
     from lglsearch.cost.table import HOST
-    from lglsearch.cost.validate import sample_archs, validate
+    from lglsearch.cost.validate import record_validation, sample_archs, validate
 
     if args.device != HOST:
         from lglsearch.errors import LglsearchError
@@ -200,9 +246,12 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     table = _table(HOST, sorted({k for _, a in labelled for k in arch_ops(a)}), space.name)
     runner = OrtRunner(threads=int(table.meta["threads"]), runs=args.runs, rounds=args.rounds)
     result = validate(table, labelled, runner=runner, progress=not args.json)
-    result.summary.update(space=space.name, seed=args.seed)
-    table.meta.setdefault("validation", {})[space.name] = result.summary
-    table.save()
+    result.summary.update(
+        space=space.name, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    note = record_validation(table, space.name, result.summary, replace=args.replace)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary))
         return
@@ -525,7 +574,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lglsearch",
         description="Architecture search over the EdgeViT local-global-local design space.",
     )
@@ -540,10 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
     p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
-    p.add_argument("--budget-ms", type=float, metavar="MS", help="latency budget: archs above it are never evaluated")
-    p.add_argument("--energy-budget-mj", type=float, metavar="MJ", help="energy budget (devices with energy only)")
+    p.add_argument(
+        "--budget-ms", type=POSITIVE, metavar="MS", help="latency budget: archs above it are never evaluated"
+    )
+    p.add_argument("--energy-budget-mj", type=POSITIVE, metavar="MJ", help="energy budget (devices with energy only)")
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--trials", type=int, default=100, help="archs to evaluate (default 100; over-budget ones are free)")
+    p.add_argument(
+        "--trials", type=COUNT, default=100, help="archs to evaluate (default 100; over-budget ones are free)"
+    )
     p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2", help="Optuna sampler")
     p.add_argument(
         "--objectives",
@@ -551,19 +604,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated from accuracy,latency,energy (default: accuracy,latency and energy where the device "
         "has it)",
     )
-    p.add_argument("--population", type=int, default=16, help="NSGA-II population; TPE's random start (default 16)")
-    p.add_argument("--workers", type=int, help="parallel evaluations (default: one per core; 1 = no Ray)")
+    p.add_argument(
+        "--population", type=Ranged(int, 2), default=16, help="NSGA-II population; TPE's random start (default 16)"
+    )
+    p.add_argument("--workers", type=COUNT, help="parallel evaluations (default: one per core; 1 = no Ray)")
     p.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (HOST:PORT or auto)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/DEVICE-BUDGETms)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
-    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--seed", type=NATURAL, default=0, help="the sampler's seed")
     p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the default one, trained once)")
     p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
-    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
-    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
     p.add_argument(
         "--refine",
-        type=int,
+        type=NATURAL,
         default=0,
         metavar="K",
         help="afterwards, score the K best archs (by non-domination rank on the inherited cross-entropy) and the "
@@ -579,10 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", metavar="FILE", help=space_help)
     p.add_argument("--supernet", metavar="DIR", help="a trained supernet (default: the search's default one)")
     p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
-    p.add_argument("--seed", type=int, default=0, help="the search's seed (its calibration batches; default 0)")
-    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
-    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
-    p.add_argument("--workers", type=int, default=1, help="parallel evaluations (default 1, in this process)")
+    p.add_argument("--seed", type=NATURAL, default=0, help="the search's seed (its calibration batches; default 0)")
+    p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--workers", type=COUNT, default=1, help="parallel evaluations (default 1, in this process)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per arch")
     p.set_defaults(func=cmd_score)
 
@@ -602,9 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = lut_sub.add_parser("build", help="measure every op key of a space on this machine (resumable)")
     p.add_argument("--device", default="host", help="the table to build (this machine: host)")
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--runs", type=int, default=60, help="timed runs per op (default 60)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--threads", type=COUNT, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--runs", type=COUNT, default=60, help="timed runs per op (default 60)")
+    p.add_argument("--rounds", type=COUNT, default=6, help="interleaved rounds the runs are split into")
     p.add_argument("--adb", metavar="SERIAL", help="measure on this phone over adb instead of on this machine")
     p.add_argument("--adb-path", default="adb", help="the adb executable (default: adb on PATH)")
     p.add_argument(
@@ -621,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-parse", metavar="REGEX", help="regex whose first group is the latency in ms")
     p.add_argument("--cpu-mask", metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
     p.add_argument("--energy", action="store_true", help="also measure energy with the battery fuel gauge")
-    p.add_argument("--energy-runs", type=int, default=2000, help="inferences per energy loop (default 2000)")
+    p.add_argument("--energy-runs", type=COUNT, default=2000, help="inferences per energy loop (default 2000)")
     p.set_defaults(func=cmd_lut_build)
     p = lut_sub.add_parser("derive", help="derive a phone's table from its real measurements of other blocks")
     p.add_argument("--device", required=True, help="the phone (snapdragon888, snapdragon855, tensor-g1, snapdragon821)")
@@ -631,11 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the phone's nn-Meter block LUT (JSON); without it, reuse the table's fitted transfer model",
     )
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--per-class", type=int, default=300, help="reference blocks timed per op class (default 300)")
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction of pairs held out (default 0.2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", type=int, default=60, help="timed runs per host op (default 60)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--per-class", type=COUNT, default=300, help="reference blocks timed per op class (default 300)")
+    p.add_argument("--holdout", type=FRACTION, default=0.2, help="fraction of pairs held out (default 0.2)")
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--runs", type=COUNT, default=60, help="timed runs per host op (default 60)")
+    p.add_argument("--rounds", type=COUNT, default=6, help="interleaved rounds the runs are split into")
     p.add_argument("--out", metavar="DIR", help="where to write the table (default: the user cache)")
     p.set_defaults(func=cmd_lut_derive)
     p = lut_sub.add_parser("import", help="import per-op measurements made elsewhere (CSV: key,latency_ms[,energy_mj])")
@@ -644,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", required=True, help="the device: phone, SoC, cores")
     p.add_argument("--runtime", required=True, help="the runtime measured with, e.g. 'TFLite benchmark_model'")
     p.add_argument("--runtime-version", default="not given")
-    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--threads", type=COUNT, required=True)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--source", required=True, help="who measured it, how, when")
     p.add_argument("--space", metavar="FILE", help="report which op keys of this space the table lacks")
@@ -652,10 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = lut_sub.add_parser("validate", help="predicted vs measured whole-model latency of sampled archs")
     p.add_argument("--device", default="host", help="the table to validate (host)")
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--archs", type=int, default=50, metavar="N", help="sampled archs (the presets are added)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", type=int, default=60, help="timed runs per model (default 60)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--archs", type=COUNT, default=50, metavar="N", help="sampled archs (the presets are added)")
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--runs", type=COUNT, default=60, help="timed runs per model (default 60)")
+    p.add_argument("--rounds", type=COUNT, default=6, help="interleaved rounds the runs are split into")
+    p.add_argument("--replace", action="store_true", help="store this validation even if the stored one has more archs")
     p.add_argument("--json", action="store_true", help="print one JSON object of the summary")
     p.set_defaults(func=cmd_lut_validate)
 
@@ -663,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
     p.add_argument("--checkpoint", metavar="FILE", help="state dict of this project's or the reference model")
     p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--opset", type=Ranged(int, 17), default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument(
         "--exporter",
         choices=("torchscript", "dynamo"),
@@ -682,12 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="D",
         help="a directory of Fashion-MNIST IDX files or an ImageFolder (default: the embedded proxy)",
     )
-    p.add_argument("--resolution", type=int, default=64, help="proxy input resolution (default 64)")
+    p.add_argument("--resolution", type=Ranged(int, 32), default=64, help="proxy input resolution (default 64)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="epochs to train (default 3: about 11 minutes here)")
-    budget.add_argument("--minutes", type=float, help="a time budget on this machine, turned into epochs")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    budget.add_argument("--epochs", type=COUNT, help="epochs to train (default 3: about 11 minutes here)")
+    budget.add_argument("--minutes", type=POSITIVE, help="a time budget on this machine, turned into epochs")
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--seed", type=NATURAL, default=0)
     p.add_argument(
         "--distill",
         action=argparse.BooleanOptionalAction,
@@ -708,9 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet", required=True, metavar="DIR")
     p.add_argument("--arch", required=True, metavar="SPEC", help=arch_help)
     p.add_argument("--data", metavar="D", help="the data it was trained on (default: the embedded proxy)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--finetune-steps", type=int, default=0, metavar="N", help=finetune_help)
-    p.add_argument("--finetune-repeats", type=int, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
+    p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
 
@@ -725,19 +781,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="standalone",
         help="train each variant from scratch (default), or one supernet over all variants (fast)",
     )
-    p.add_argument("--epochs", type=int, help="epochs of every training (default 3)")
+    p.add_argument("--epochs", type=COUNT, help="epochs of every training (default 3)")
     p.add_argument("--data", metavar="D", help="Fashion-MNIST IDX files or an ImageFolder (default: embedded proxy)")
-    p.add_argument("--resolution", type=int, default=64, help="proxy training resolution (default 64)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="the seed of every training (default 0)")
+    p.add_argument("--resolution", type=Ranged(int, 32), default=64, help="proxy training resolution (default 64)")
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--seed", type=NATURAL, default=0, help="the seed of every training (default 0)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/ablate-STUDY-BASE-DEVICE); reruns resume")
     p.add_argument("--smoke-test", action="store_true", help="one epoch of two steps per training: check the pipeline")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("space", help="summarise a search space")
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--sample", type=int, default=0, metavar="N", help="also draw N random archs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=NATURAL, default=0, metavar="N", help="also draw N random archs")
+    p.add_argument("--seed", type=NATURAL, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_space)
     return parser

@@ -54,10 +54,10 @@ def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> 
         )
     for row, key in enumerate(frame["key"], start=2):
         try:
-            bad = key_tuple(str(key)) is None
-        except LglsearchError:
-            bad = True
-        if bad:
+            priced = key_tuple(str(key)) is not None
+        except LglsearchError as err:
+            raise LglsearchError(f"CSV {path} line {row}: {key!r} is not an op key: {err}") from None
+        if not priced:
             raise LglsearchError(f"CSV {path} line {row}: {key!r} is not an op key (e.g. 'local_agg:c=36,r=4,hw=56')")
     if frame["key"].duplicated().any():
         raise LglsearchError(f"CSV {path} lists {frame['key'][frame['key'].duplicated()].iloc[0]!r} twice")

@@ -72,6 +72,26 @@ def key_tuple(key: str) -> tuple | None:
     kind, d = parse_key(key)
     if kind in AUX_KINDS:
         return None
+    try:
+        return _fields(kind, d)
+    except KeyError as err:
+        raise LglsearchError(
+            f"op key {key!r} lacks the dimension {err.args[0]!r}; a {kind} key names "
+            f"{', '.join(_DIMENSIONS.get(kind, _DIMENSIONS['other']))}"
+        ) from None
+    except ValueError:
+        raise LglsearchError(f"op key {key!r} has a dimension that is not a number") from None
+
+
+_DIMENSIONS = {  # what `_fields` reads of each kind (s and p of self_attn are optional)
+    "embed": ("cin", "c", "k", "hw"),
+    "local_agg": ("c", "r", "hw"),
+    "self_attn": ("c", "h", "sr", "r", "hw"),
+    "other": ("c", "n", "hw"),
+}
+
+
+def _fields(kind: str, d: dict[str, str]) -> tuple:
     if kind == "embed":
         return (kind, int(d["cin"]), int(d["c"]), int(d["k"]), int(d["hw"]))
     if kind == "local_agg":

@@ -25,7 +25,7 @@ from lglsearch.counting import count
 from lglsearch.nn import build_model
 from lglsearch.space import PRESETS, Arch, Space
 
-__all__ = ["Validation", "sample_archs", "validate"]
+__all__ = ["Validation", "record_validation", "sample_archs", "validate"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,20 @@ def validate(
         "raw": {k: raw[k] for k in ("within_10pct", "within_5pct", "mape", "mean_error", "spearman")},
     }
     return Validation(rows, summary)
+
+
+def record_validation(
+    table: CostTable, space_name: str, summary: dict[str, Any], *, replace: bool = False
+) -> str | None:
+    """Store `summary` as the table's validation on `space_name` and save the table, unless the
+    stored one rests on more archs (a quick `--archs 3` must not erase a 50-arch figure) and
+    `replace` is not set: then keep it and say why, in the returned note."""
+    stored = table.meta.get("validation", {}).get(space_name)
+    if stored and stored.get("n", 0) > summary["n"] and not replace:
+        return (
+            f"kept the stored validation on {space_name} ({stored['n']} archs, {stored.get('date', 'undated')}): "
+            f"this one has {summary['n']}; pass --replace to store it anyway"
+        )
+    table.meta.setdefault("validation", {})[space_name] = summary
+    table.save()
+    return None

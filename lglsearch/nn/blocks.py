@@ -182,6 +182,8 @@ class LGLBlock(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
+        if kind not in ("lgl", "local", "global"):  # anything else would silently be an identity block
+            raise ValueError(f"unknown block kind {kind!r}; use lgl, local or global")
         self.kind = kind
         self.local_agg = LocalAgg(dim, mlp_ratio, drop_path) if kind in ("lgl", "local") else None
         self.self_attn = (

@@ -83,10 +83,16 @@ class EdgeViT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new, freshly initialised head; 0 classes gives an identity head (features out), as in timm."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"EdgeViT pools by average only; got global_pool={global_pool!r}")
         self.num_classes = num_classes
-        self.arch = self.arch.replace(num_classes=num_classes)
-        self.head = nn.Linear(self.num_features, num_classes)
+        if num_classes:  # an arch always has a head; a feature extractor keeps the arch it was built from
+            self.arch = self.arch.replace(num_classes=num_classes)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         _init_weights(self.head)
 
 
