@@ -6,6 +6,7 @@ The one module that knows onnxruntime session options (later issues time ops thr
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -24,6 +25,14 @@ __all__ = ["ExportResult", "export_arch", "export_onnx", "ort_session", "read_ch
 
 Exporter = Literal["torchscript", "dynamo"]
 MIN_OPSET = 17
+# The largest |onnxruntime - torch| an export may show, relative to the output's scale (its largest
+# |logit|). Both run the same fp32 graph; only the order of additions and fused kernels differ, which
+# moves logits by about 1e-7-5e-7 of their scale here (tiny space and presets, random and randomised
+# weights). 1e-3 leaves three orders of magnitude for deeper or trained nets, while a wrong export
+# (an op with other semantics, a branch frozen by tracing, lost weights) moves logits by about their scale.
+MAX_RELATIVE_DIFF = 1e-3
+# torch's boilerplate around the reason a weights_only load failed (the reason is a later line)
+_BOILERPLATE = ("Weights only load failed", "(1) ", "(2) ", "Please file an issue", "Check the documentation")
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,9 @@ class ExportResult:
     path: Path
     opset: int
     max_abs_diff: float
-    """Largest |onnxruntime - torch| over the logits on one random input."""
+    """Largest |onnxruntime - torch| over the logits on a fresh random input (not the one traced)."""
+    tolerance: float
+    """The largest difference the export was allowed: MAX_RELATIVE_DIFF x the largest |logit|."""
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -43,11 +54,23 @@ def read_checkpoint(path: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise LglsearchError(
-            f"checkpoint {path} could not be read ({type(err).__name__}); give a state dict saved with torch.save"
+            f"checkpoint {path} could not be read ({_reason(err)}); give a state dict saved with torch.save "
+            "(only tensors and plain containers are loaded: anything else could run code)"
         ) from None
     if not isinstance(state, dict):
         raise LglsearchError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def _reason(err: Exception) -> str:
+    """The exception's type and the first sentence of its message that says why (torch's advice to
+    load the file unsafely left out), at most 200 characters."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+    reasons = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines if line]
+    reasons = [line for line in reasons if line and not line.startswith(_BOILERPLATE)]
+    why = reasons[0].split(". ")[0].rstrip(".") if reasons else ""
+    why = why if len(why) <= 200 else why[:197] + "..."
+    return f"{type(err).__name__}: {why}" if why else type(err).__name__
 
 
 def ort_session(path: str | Path, threads: int = 1):  # -> onnxruntime.InferenceSession
@@ -119,18 +142,45 @@ def export_arch(
     exporter: Exporter = "torchscript",
     seed: int = 0,
 ) -> ExportResult:
-    """Export the model of `arch` (optionally with weights) and check it in onnxruntime."""
-    torch.manual_seed(seed)
-    model: EdgeViT = build_model(arch).eval()
+    """Export the model of `arch` (optionally with weights) and check it in onnxruntime.
+
+    The check runs torch and onnxruntime on a fresh random input, not the one traced: a trace
+    freezes whatever the traced input made the model do, so only another input shows it. An
+    export that differs by more than `MAX_RELATIVE_DIFF` of the output's scale is an error, and
+    its file is removed.
+    """
+    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's RNG as it was
+        torch.manual_seed(seed)
+        model: EdgeViT = build_model(arch).eval()
     if state_dict is not None:
         load_checkpoint(model, state_dict, source)
-    example = torch.randn(1, 3, arch.resolution, arch.resolution, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    example = torch.randn(1, 3, arch.resolution, arch.resolution, generator=gen)
     out = export_onnx(model, example, path, opset=opset, exporter=exporter)
-    with torch.no_grad():
-        expected = model(example).numpy()
     session = ort_session(out)
-    got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
-    return ExportResult(out, _opset_of(out), float(np.abs(got - expected).max()))
+    name, batch = session.get_inputs()[0].name, session.get_inputs()[0].shape[0]
+    # the next draw of the generator, two images where the batch is dynamic (which checks it too)
+    fresh = torch.randn(2 if isinstance(batch, str) else 1, 3, arch.resolution, arch.resolution, generator=gen)
+    with torch.no_grad():
+        expected = model(fresh).numpy()
+    got = session.run(None, {name: fresh.numpy()})[0]
+    if got.shape != expected.shape:  # a batch baked in would broadcast below and pass unseen
+        out.unlink(missing_ok=True)
+        raise LglsearchError(
+            f"the ONNX export of arch {arch.id} gives outputs of shape {got.shape} for an input of batch "
+            f"{len(fresh)}, where torch gives {expected.shape}; {path} was not kept"
+        )
+    diff = float(np.abs(got - expected).max())
+    scale = float(np.abs(expected).max())
+    tolerance = MAX_RELATIVE_DIFF * scale
+    if not diff <= tolerance:  # NaN fails too
+        out.unlink(missing_ok=True)
+        raise LglsearchError(
+            f"the ONNX export of arch {arch.id} does not compute the model: onnxruntime and torch differ by up "
+            f"to {diff:.3g} on a fresh input, more than {MAX_RELATIVE_DIFF:g} x the largest |logit| {scale:.3g}; "
+            f"{path} was not kept (try --exporter {'dynamo' if exporter == 'torchscript' else 'torchscript'})"
+        )
+    return ExportResult(out, _opset_of(out), diff, tolerance)
 
 
 def _opset_of(path: Path) -> int:

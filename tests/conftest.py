@@ -1,8 +1,14 @@
-"""Shared fixtures: paths to ../shared (tests may read it; the product never does)."""
+"""Shared fixtures: paths to ../shared (tests may read it; the product never does).
+
+A test that needs ../shared calls `require_shared`: on a developer's machine without it the test
+skips, but under CI (`CI=true`, where ../shared is always present) a missing path is a failure, so
+that a broken checkout cannot turn those tests into silent skips.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -13,13 +19,43 @@ from lglsearch.space import Arch, Space, Stage
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "data" / "edgevit-reference"
+POWER = SHARED / "data" / "power" / "README.md"
+
+
+def under_ci() -> bool:
+    """Whether the tests run under CI (CI=true, as GitHub Actions, GitLab and most runners set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_shared(path: Path) -> Path:
+    """`path` (a file or folder of ../shared) if it is there; else skip, or fail under CI."""
+    if path.exists():
+        return path
+    message = f"{path} is not there (../shared is missing)"
+    if under_ci():
+        pytest.fail(f"{message}; CI=true, where ../shared is always present")
+    pytest.skip(message)
+
+
+def cited_power_w(phone: str) -> float:
+    """Active power (W) of the core `phone`'s reference timings ran on, read from the power facts in
+    ../shared/data/power/README.md: the core from the per-phone table (the `taskset 70` column),
+    its measured one-core average power from the facts table."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in require_shared(POWER).read_text().splitlines()
+        if line.startswith("|")
+    ]
+    core = next(row[1] for row in rows if row[0].startswith(phone)).split(" (")[0]  # "Cortex-A78 (cpu4-6)"
+    figure = next(row[1] for row in rows if row[0].startswith(f"{core} @") and "average power" in row[0])
+    value, unit = figure.split()
+    assert unit == "W", figure
+    return float(value)
 
 
 def reference_layout(name: str) -> tuple[dict[str, tuple[int, ...]], int]:
     """(key -> shape, parameter count from the header) of a reference state-dict listing."""
-    path = REFERENCE / f"{name}.state_dict.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there (../shared is missing)")
+    path = require_shared(REFERENCE / f"{name}.state_dict.txt")
     lines = path.read_text().splitlines()
     declared = int(re.search(r"; (\d+) parameters", lines[0])[1])
     layout = {}

@@ -11,7 +11,7 @@ import pytest
 from lglsearch.cost.build import build_table, load_or_build_host
 from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
-from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, time_anchored
+from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, Timing, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path
 from lglsearch.cost.validate import sample_archs, validate
 from lglsearch.counting import count
@@ -79,15 +79,38 @@ def test_runner_times_real_work():
     assert big.median_ms > 3 * small.median_ms  # 16x the MACs
 
 
+class _FixedRunner(OrtRunner):
+    """Times every module at fixed figures (the anchors at `anchors_ms`), so the arithmetic of
+    `time_anchored` is checked exactly instead of through noisy re-timings."""
+
+    def __init__(self, anchors_ms: dict[str, float]) -> None:
+        super().__init__()
+        self.anchors_ms = anchors_ms
+
+    def time(self, modules, on_exported=None):
+        def median(name: str) -> float:
+            return self.anchors_ms[name.removeprefix("anchor/")] if name.startswith("anchor/") else 3.0
+
+        return {name: Timing(median(name), 0.5 * median(name), 2 * median(name), 7) for name in modules}
+
+
 def test_anchors_express_times_at_the_reference_speed():
     modules = {"op": (op_module("local_agg:c=16,r=2,hw=16"), (1, 16, 16, 16))}
-    first, speed, reference = time_anchored(FAST, modules)
-    assert speed == 1.0 and set(reference) == set(ANCHOR_KEYS)
-    # a reference twice as slow as now: the machine is "twice as fast", times are doubled
-    doubled, speed, _ = time_anchored(FAST, modules, {k: 2 * v for k, v in reference.items()})
-    assert 0.3 < speed < 0.8
-    assert doubled["op"].median_ms == pytest.approx(first["op"].median_ms / speed, rel=0.5)
-    assert set(doubled) == {"op"}  # anchors are not reported as results
+    # without a reference, the anchors' times now become it: speed 1, times unchanged
+    now = dict(zip(ANCHOR_KEYS, (1.0, 2.0, 4.0), strict=True))
+    first, speed, reference = time_anchored(_FixedRunner(now), modules)
+    assert speed == 1.0 and reference == now and first == {"op": Timing(3.0, 1.5, 6.0, 7)}
+    # a reference where every anchor took twice as long: this machine is twice as fast (speed 0.5),
+    # so its 3 ms op would have taken 6 ms at the reference's speed
+    doubled, speed, _ = time_anchored(_FixedRunner(now), modules, {k: 2 * v for k, v in now.items()})
+    assert speed == pytest.approx(0.5) and doubled == {"op": pytest.approx(Timing(6.0, 3.0, 12.0, 7))}
+    # anchors that disagree: speed is their geometric mean, (1/2 x 1/8 x 1)^(1/3) = 1/2.5198
+    mixed, speed, _ = time_anchored(_FixedRunner(now), modules, dict(zip(ANCHOR_KEYS, (2.0, 16.0, 4.0), strict=True)))
+    assert speed == pytest.approx(16 ** (-1 / 3)) and mixed["op"].median_ms == pytest.approx(3.0 * 16 ** (1 / 3))
+    assert set(mixed) == {"op"}  # anchors are not reported as results
+    # and with the real runner: no reference means speed exactly 1 and a reference of every anchor
+    _, speed, reference = time_anchored(FAST, modules)
+    assert speed == 1.0 and set(reference) == set(ANCHOR_KEYS) and all(v > 0 for v in reference.values())
 
 
 def test_build_is_resumable_and_predicts_the_sum_of_ops(tiny, cache):
@@ -231,15 +254,15 @@ def test_lut_import(tmp_path, cache, tiny, capsys):
 
     keys = space_ops(tiny)
     csv = tmp_path / "m.csv"
-    pd.DataFrame({"key": keys, "latency_ms": np.linspace(0.1, 1, len(keys)), "energy_mj": 0.5}).to_csv(csv, index=False)
+    latency = dict(zip(keys, np.linspace(0.1, 1, len(keys)), strict=True))
+    pd.DataFrame({"key": keys, "latency_ms": latency.values(), "energy_mj": 0.5}).to_csv(csv, index=False)
     assert main(["lut", "import", "--device", "pixel9", "--csv", str(csv), "--space", "tiny", *IMPORT_ARGS]) == 0
     assert "imported 38 ops" in capsys.readouterr().out
     table = CostTable.load("pixel9")
     assert table.meta["method"] == "imported" and table.meta["threads"] == 1 and table.has_energy
     arch = tiny.largest()
-    assert table.cost(arch) == pytest.approx(
-        (sum(table.op_latency(k) for k in arch_ops(arch)), 0.5 * len(arch_ops(arch)))
-    )
+    # the sum of the CSV's own figures over the arch's ops (each occurrence counts)
+    assert table.cost(arch) == pytest.approx((sum(latency[k] for k in arch_ops(arch)), 0.5 * len(arch_ops(arch))))
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,31 @@ from PIL import Image
 
 from lglsearch.errors import LglsearchError
 from lglsearch.train.data import _proxy_path, load_data, make_proxy, read_idx
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require_shared
 
 FMNIST = SHARED / "data" / "fashion-mnist"
 
 
 def _need_fmnist():
-    if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("../shared/data/fashion-mnist is missing")
+    require_shared(FMNIST / "train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
+def test_missing_shared_data_fails_under_ci(tmp_path, monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match=r"missing.* is not there .*CI=true, where \.\./shared is always"):
+        require_shared(tmp_path / "missing")
+    assert require_shared(tmp_path) == tmp_path  # present: the test runs
+
+
+@pytest.mark.parametrize("ci", [None, "", "false", "0"])
+def test_missing_shared_data_skips_on_a_developers_machine(tmp_path, monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match=r"missing is not there \(\.\./shared is missing\)"):
+        require_shared(tmp_path / "missing")
 
 
 def test_embedded_proxy_is_the_reproducible_balanced_subset(tmp_path):
@@ -43,7 +60,9 @@ def test_proxy_items_are_normalised_three_channel_images():
     data = load_data(None, 64)
     assert data.num_classes == 10 and len(data.train) == 10_000 and len(data.val) == 5_000
     x, y = data.val[0]
-    assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and 0 <= y < 10
+    with np.load(_proxy_path()) as shipped:  # the label stored with the image, not merely a valid class
+        assert y == int(shipped["val_y"][0]) and int(shipped["train_y"][5]) == data.train[5][1]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
     assert torch.equal(x[0], x[1]) and torch.equal(x, data.val[0][0])  # grayscale, deterministic val
     batch = torch.stack([data.val[i][0] for i in range(200)])
     assert abs(batch.mean().item()) < 0.3 and 0.7 < batch.std().item() < 1.3

@@ -125,10 +125,13 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supe
     assert len(complete) == 8 and pruned, "a median budget rejects some proposals"
     for t in pruned:  # rejected without an accuracy, and really over the budget
         assert t.values is None and t.user_attrs["latency_ms"] > median_budget
+    n = len(load_data(None, 64).val)
     for t in complete:
         arch = Arch.from_json(t.user_attrs["arch"])
         assert tiny.contains(arch) and table.cost(arch) == pytest.approx((t.values[1], t.values[2]))
-        assert t.values[1] <= median_budget and 0.0 <= t.values[0] <= 1.0
+        # a top-1 over the n validation images has the binomial standard error sqrt(a (1 - a) / (n - 1))
+        a, se = t.values[0], t.user_attrs["accuracy_se"]
+        assert t.values[1] <= median_budget and se == pytest.approx(math.sqrt(a * (1 - a) / (n - 1)), rel=1e-6)
     # the accuracy is the supernet's, recomputed here independently
     net = load_supernet(supernet)
 
