@@ -19,6 +19,7 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 from lglsearch.nn import EdgeViT, build_model, load_checkpoint
+from lglsearch.rng import seeded
 from lglsearch.space import Arch
 
 __all__ = ["ExportResult", "export_arch", "export_onnx", "ort_session", "read_checkpoint"]
@@ -149,8 +150,7 @@ def export_arch(
     export that differs by more than `MAX_RELATIVE_DIFF` of the output's scale is an error, and
     its file is removed.
     """
-    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's RNG as it was
-        torch.manual_seed(seed)
+    with seeded(seed):  # a seeded init that leaves the caller's RNG as it was
         model: EdgeViT = build_model(arch).eval()
     if state_dict is not None:
         load_checkpoint(model, state_dict, source)

@@ -222,7 +222,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
         f"without evaluation; sampler `{run.study.sampler.__class__.__name__}`, objectives "
         f"{', '.join(run.objectives)}; {run.provenance.get('workers')} worker(s); this session's wall time "
         f"{run.seconds:.0f} s.",
-        f"Hypervolume of the front in accuracy x latency (Optuna's; reference point {ref_text}): "
+        f"Hypervolume of the front in accuracy x latency (reference point {ref_text}): "
         f"{hypervolume(front, plane, reference):.4g}.",
         "",
         f"## The Pareto-optimal family ({len(front)} archs{_refined_title(run)})",

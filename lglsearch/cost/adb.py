@@ -172,4 +172,12 @@ class AdbPhone:
             raise LglsearchError(
                 f"only {len(busy)} gauge readings during the loop; raise --energy-runs so that it lasts seconds"
             )
-        return max(float(np.mean(busy) - np.mean(idle)), 0.0) * seconds / runs * 1e3
+        extra_w = float(np.mean(busy) - np.mean(idle))
+        if extra_w <= 0:  # storing 0 would price the op as free; the reading is what is wrong
+            raise LglsearchError(
+                f"the phone drew no more power running the loop ({np.mean(busy):.3f} W) than idle "
+                f"({np.mean(idle):.3f} W): it is likely powered over USB although its gauge does not say "
+                "charging, or its gauge does not follow the current; use wireless adb with the cable out, "
+                "or raise --energy-runs so that the loop outlasts the gauge's averaging"
+            )
+        return extra_w * seconds / runs * 1e3

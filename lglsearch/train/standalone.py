@@ -10,6 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lglsearch.nn import EdgeViT, build_model
+from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
 from lglsearch.train.distributed import placement
@@ -30,7 +31,11 @@ def train_standalone(
     """`arch` trained from scratch on `data` with `config`'s epochs, batch, AdamW and cosine schedule
     (on a CUDA GPU when `accelerator` finds one; the returned model is on the CPU)."""
     device = placement(accelerator).device
-    torch.manual_seed(config.seed)
+    with seeded(config.seed):  # the caller's random state is left as it was
+        return _train(arch, data, config, device, progress)
+
+
+def _train(arch: Arch, data: ImageData, config: TrainConfig, device: torch.device, progress: bool) -> EdgeViT:
     model = build_model(arch).to(device)
     steps = steps_per_epoch(config, data)
     optimizer, scheduler = make_optimizer(model, config, steps)

@@ -1,0 +1,41 @@
+"""Importing and using lglsearch changes nothing of the caller's: random state, threads, backends,
+log levels stay as the caller set them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from lglsearch.train.supernet import TrainConfig
+
+QUICK = TrainConfig(space="tiny", epochs=2, batch_size=16, max_steps_per_epoch=2, warmup_epochs=0)
+
+
+def test_standalone_training_leaves_the_callers_random_state():
+    from lglsearch.space import load_space
+    from lglsearch.train.data import load_data
+    from lglsearch.train.standalone import train_standalone
+
+    data = load_data(None, 64)
+    arch = load_space("tiny").smallest()
+    weights = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.random.get_rng_state()
+        threads = torch.get_num_threads()
+        model = train_standalone(arch, data, QUICK, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        assert torch.get_num_threads() == threads
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])  # seeded by its config, whatever the caller's state
+
+
+def test_importing_the_report_keeps_matplotlibs_backend():
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import lglsearch.report, lglsearch.cli, lglsearch.search.study; "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "svg"
