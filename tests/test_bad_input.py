@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lglsearch.cli import COUNT, FRACTION, Ranged, build_parser, main
+from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS
 
 
@@ -128,3 +129,18 @@ def test_a_smaller_validation_does_not_replace_a_larger_one(tmp_path, monkeypatc
     assert record_validation(table, "tiny", {"n": 3, "mape": 0.01}, replace=True) is None
     assert json.loads((tmp_path / "host.json").read_text())["validation"]["tiny"]["n"] == 3
     assert record_validation(table, "tiny", {"n": 3, "mape": 0.02}) is None  # as many archs: the newer one
+
+
+def test_derive_refuses_too_few_reference_blocks_before_timing(tmp_path):
+    from lglsearch.cost.derive import derive_table
+    from lglsearch.cost.transfer import TransferModel
+
+    needed = TransferModel.pairs_needed(0.2)
+    missing = tmp_path / "never-read.json"  # refused before the reference is even opened
+    with pytest.raises(LglsearchError, match=f"--per-class 3 is too few .*; use --per-class {needed} or more"):
+        derive_table("snapdragon888", [], reference_path=missing, space_name="tiny", per_class=3)
+    with pytest.raises(LglsearchError) as passed:  # as many as it asks for: on to reading the reference
+        derive_table("snapdragon888", [], reference_path=missing, space_name="tiny", per_class=needed)
+    assert "per-class" not in str(passed.value) and "never-read.json" in str(passed.value)
+    with pytest.raises(LglsearchError, match=r"--holdout must be in \(0, 1\), got 1.5"):
+        derive_table("snapdragon888", [], reference_path=missing, space_name="tiny", holdout=1.5)

@@ -129,6 +129,13 @@ def derive_table(
     phone = PHONES[device]
     host_keys = sorted({part for key in keys for part, _ in op_parts(key)})
     if reference_path is not None:
+        if not 0 < holdout < 1:
+            raise LglsearchError(f"--holdout must be in (0, 1), got {holdout}")
+        if per_class < TransferModel.pairs_needed(holdout):
+            raise LglsearchError(
+                f"--per-class {per_class} is too few to fit a class and hold out {holdout:g} of it; "
+                f"use --per-class {TransferModel.pairs_needed(holdout)} or more (default 300)"
+            )
         reference = load_reference(reference_path)
         sample = _sample_reference(reference, per_class, seed)
         ref_keys = [f"ref:{k}" for k in sample]

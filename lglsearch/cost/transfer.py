@@ -73,6 +73,10 @@ def _raw(f: Mapping[str, Any]) -> np.ndarray:
     return np.column_stack([np.atleast_1d(np.asarray(c, float)) for c in cols])
 
 
+def _fit_pairs() -> int:
+    return 2 * _design(np.ones((1, len(FEATURES)))).shape[1]
+
+
 def _design(raw: np.ndarray) -> np.ndarray:
     host, macs, nbytes = raw[:, 0], raw[:, 1], raw[:, 2]
     return np.column_stack([np.ones(len(raw)), raw, host**2, macs**2, nbytes**2, macs * nbytes])
@@ -87,6 +91,12 @@ class TransferModel:
     ranges: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]
     """Per class, the (min, max) of each raw feature in the fit: predictions clip to it."""
 
+    @staticmethod
+    def pairs_needed(holdout: float) -> int:
+        """Reference pairs a class needs so that, on average, its fitted part has twice as many as
+        the model has coefficients and its held-out part at least 2: checked before any timing."""
+        return math.ceil(max(_fit_pairs() / (1 - holdout), 2 / holdout))
+
     @classmethod
     def fit(cls, pairs: pd.DataFrame, *, holdout: float = 0.2, seed: int = 0) -> TransferModel:
         """Fit on `pairs` (columns op_class, phone_ms and FEATURES), holding out a part."""
@@ -96,7 +106,7 @@ class TransferModel:
         coef, heldout, ranges = {}, {}, {}
         for op_class, group in pairs.groupby("op_class"):
             test = rng.random(len(group)) < holdout
-            if (~test).sum() < 2 * _design(np.ones((1, len(FEATURES)))).shape[1] or test.sum() < 2:
+            if (~test).sum() < _fit_pairs() or test.sum() < 2:
                 raise LglsearchError(
                     f"too few reference pairs of class {op_class} ({len(group)}) to fit and hold out; "
                     "time more (--per-class)"
