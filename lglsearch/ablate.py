@@ -329,11 +329,16 @@ def _log(message: str, progress: bool) -> None:
 def _check_arguments(directory: Path, arguments: dict[str, Any]) -> None:
     """Record the run's arguments, or refuse a directory that holds a run with other arguments."""
     path = directory / RUN
-    if path.is_file():
+    if path.exists():
+        corrupt = f"{path} is corrupt; delete the directory {directory} to start over"
         try:
             stored = json.loads(path.read_text())["arguments"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise LglsearchError(f"{path} is corrupt; delete the directory {directory} to start over") from None
+        except OSError as err:  # the file system, not the file: nothing to delete
+            raise LglsearchError(f"cannot read {path} ({err.strerror or err}); it is left as it is") from None
+        except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not text
+            raise LglsearchError(corrupt) from None
+        if not isinstance(stored, dict):
+            raise LglsearchError(corrupt)
         differ = sorted(k for k in arguments.keys() | stored.keys() if arguments.get(k) != stored.get(k))
         if differ:
             raise LglsearchError(
@@ -347,12 +352,18 @@ def _check_arguments(directory: Path, arguments: dict[str, Any]) -> None:
 
 def _load_results(directory: Path) -> dict[str, Any]:
     path = directory / RESULTS
-    if not path.is_file():
+    if not path.exists():
         return {"priced": {}, "trained": {}, "supernet_s": 0.0, "added_keys": []}
+    corrupt = f"{path} is corrupt; delete it to train every variant again"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise LglsearchError(f"{path} is corrupt; delete it to train every variant again") from None
+        results = json.loads(path.read_text())
+    except OSError as err:  # the file system, not the file: nothing to delete
+        raise LglsearchError(f"cannot read {path} ({err.strerror or err}); it is left as it is") from None
+    except ValueError:  # not JSON, or not text
+        raise LglsearchError(corrupt) from None
+    if not isinstance(results, dict) or not all(isinstance(results.get(k), dict) for k in ("priced", "trained")):
+        raise LglsearchError(corrupt)
+    return results
 
 
 def _save_results(directory: Path, results: dict[str, Any]) -> None:

@@ -491,3 +491,71 @@ def test_reports_claim_no_domination_within_two_standard_errors():
     far = _dominated_by(front.assign(accuracy=0.83), preset, ("accuracy", "latency"))
     assert far == "a (83.00%, 5.00 ms), +3.00 ± 0.71 points"
     assert _dominated_by(front.assign(latency_ms=10.0), preset, ("accuracy", "latency")) == "none found"
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: p.write_text('{"recipe": {"finetune_steps": 3, "fine'), "not JSON"),
+        (lambda p: p.write_bytes(b"\xff\xfe\x00garbage"), "not JSON"),
+        (lambda p: p.write_text("[1, 2]"), "not a recipe with its scores"),
+        (lambda p: p.mkdir(), "Is a directory"),
+    ],
+)
+def test_an_unreadable_refined_json_is_refused_and_left_as_it_is(tmp_path, tiny, damage, reason):
+    """It held finished scores: taken as empty, the refinement would write over it without them."""
+    from lglsearch.search.refine import refine
+
+    path = tmp_path / REFINED_FILE
+    damage(path)
+    before = path.read_bytes() if path.is_file() else None
+    executor = _RecordingExecutor()
+    archs = [tiny.smallest(), tiny.largest()]
+    with pytest.raises(LglsearchError) as caught:
+        refine(archs, executor, tmp_path, steps=3, repeats=2, progress=False)
+    message = str(caught.value)
+    assert f"the refined scores in {path} are unreadable" in message and "move it away to refine" in message
+    assert reason in message and "\n" not in message, "one line, naming the file, why and the fix"
+    assert executor.submitted == [], "nothing scored"
+    assert (path.read_bytes() if path.is_file() else None) == before and path.exists(), "the file is untouched"
+
+
+def test_a_resumed_refinement_refuses_an_unreadable_refined_json_before_any_work(tmp_path, median_budget, monkeypatch):
+    out = tmp_path / "run"
+    config = SearchConfig(device=DEVICE, budget_ms=median_budget, space="tiny", trials=2, population=4, workers=1)
+    run_search(dataclasses.replace(config, noop=True), out, progress=False)
+    (out / REFINED_FILE).write_text("{")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the supernet was prepared before the refined scores were read")
+
+    monkeypatch.setattr(study_module, "prepare_supernet", no_work)
+    with pytest.raises(LglsearchError, match=rf"the refined scores in {out / REFINED_FILE} are unreadable"):
+        run_search(dataclasses.replace(config, noop=True, refine=2), out, resume=True, progress=False)
+    assert (out / REFINED_FILE).read_text() == "{"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_text('{"identity": {"device": '), "is unreadable, not JSON"),
+        (lambda p: p.write_bytes(b"\xff\xfe\x00"), "is unreadable, not JSON"),
+        (lambda p: p.write_text('{"config": {}}'), "is not a search's record (it holds no identity)"),
+        (lambda p: p.mkdir(), "cannot read"),
+    ],
+)
+def test_an_unreadable_run_json_is_one_line_naming_it(tmp_path, capsys, damage, message):
+    from lglsearch.search.study import RUN_FILE, STUDY_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / STUDY_FILE).write_text("")
+    damage(out / RUN_FILE)
+    before = (out / RUN_FILE).read_bytes() if (out / RUN_FILE).is_file() else None
+    code = main(["search", "--device", DEVICE, "--space", "tiny", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{out / RUN_FILE}" in err and message in err
+    assert "restore it, or start a new search with another --out" in err, "the fix"
+    assert ((out / RUN_FILE).read_bytes() if (out / RUN_FILE).is_file() else None) == before
+    assert not (tmp_path / "cache").exists(), "no supernet was trained"

@@ -1,7 +1,10 @@
 """Building a device's table by measuring its op keys, resumably.
 
 Missing keys are timed in chunks; after each chunk the table is saved (atomically), so an
-interrupted build resumes where it stopped and never re-measures a finished key. Each chunk is
+interrupted build resumes where it stopped and never re-measures a finished key. A table is two
+files, each written atomically; a save announces its rows first (`_save`), so that a kill between
+the two writes is finished on the next load (`_load`) instead of leaving a pair refused as
+disagreeing, or a first chunk without its metadata to be measured again. Each chunk is
 timed with the anchor ops (`runner.time_anchored`) and stored at the speed the machine had when
 the table was started, so chunks timed minutes apart are comparable.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -31,6 +35,7 @@ from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import HOST, CostTable, table_path, user_tables_dir
 from lglsearch.errors import LglsearchError
 from lglsearch.export import export_onnx
+from lglsearch.io import atomic_write_json
 
 __all__ = [
     "BuildReport",
@@ -77,6 +82,36 @@ def host_meta(runner: OrtRunner) -> dict[str, Any]:
     }
 
 
+def _pending(path: Path) -> Path:
+    return path.with_name(f".{path.name}.pending")
+
+
+def _save(table: CostTable, path: Path) -> None:
+    """Save a table being built: its keys and metadata first, then the CSV and the JSON."""
+    pending = _pending(path)
+    atomic_write_json(pending, {"keys": sorted(table.frame.index), "meta": table.meta})
+    table.save(path)
+    pending.unlink()
+
+
+def _load(path: Path) -> CostTable | None:
+    """The table at `path` (None before its first save), finishing a save that a kill cut short
+    after the CSV: its rows are whole measurements (the CSV is written atomically) and the pending
+    record holds the metadata the JSON was to get."""
+    pending = _pending(path)
+    if pending.is_file():
+        try:
+            intent = json.loads(pending.read_text())
+            frame = pd.read_csv(path, index_col="key")
+            finish = sorted(frame.index) == intent["keys"]  # the CSV is the new one; its JSON may be the old
+        except (OSError, ValueError, TypeError, KeyError, pd.errors.ParserError):
+            finish = False
+        if finish:
+            CostTable(path.stem, frame.apply(pd.to_numeric, errors="coerce"), intent["meta"]).save(path)
+        pending.unlink()  # otherwise the CSV was not replaced: the pair on disk is the last whole save
+    return CostTable.load(path) if path.with_suffix(".json").is_file() else None
+
+
 @dataclass(frozen=True)
 class BuildReport:
     table: CostTable
@@ -100,7 +135,7 @@ def build_table(
             "or derive or import its table (see `lglsearch lut --help`)"
         )
     path = table_path(device)
-    table = CostTable.load(path) if path.with_suffix(".json").is_file() else CostTable.empty(device, host_meta(runner))
+    table = _load(path) or CostTable.empty(device, host_meta(runner))
     if table.meta.get("threads") != runner.threads:
         raise LglsearchError(
             f"the {device} table at {path} was measured with {table.meta.get('threads')} thread(s), not "
@@ -129,11 +164,11 @@ def build_table(
         table.meta["anchors"] = reference
         table.meta["speed_factors"] = [*table.meta.get("speed_factors", []), round(speed, 4)]
         table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        table.save(path)
+        _save(table, path)
         bar.update(len(batch))
     bar.close()
     if not missing and space_name and path.with_suffix(".json").is_file():
-        table.save(path)  # records the space even when nothing was missing
+        _save(table, path)  # records the space even when nothing was missing
     return BuildReport(table, len(missing), time.perf_counter() - start)
 
 
@@ -142,7 +177,7 @@ def load_or_build_host(
 ) -> CostTable:
     """The host table with every key of `keys`, measuring the missing ones first (first use)."""
     path = table_path(HOST)
-    table = CostTable.load(path) if path.with_suffix(".json").is_file() else None
+    table = _load(path)
     if table is not None and not table.missing(keys):
         return table
     runner = runner or OrtRunner(threads=table.meta["threads"] if table else 1)
@@ -175,8 +210,8 @@ def build_phone_table(
         raise LglsearchError("`host` is this machine; name the phone's table with --device (e.g. pixel8)")
     phone.check()
     path = user_tables_dir() / f"{device}.csv"
-    if path.with_suffix(".json").is_file():
-        table = CostTable.load(path)
+    table = _load(path)
+    if table is not None:
         if table.meta.get("method") != "measured" or table.meta.get("adb_serial") != phone.serial:
             raise LglsearchError(
                 f"a table named {device!r} already exists ({table.meta.get('method')}, "
@@ -217,5 +252,5 @@ def build_phone_table(
                 row["energy_mj"] = phone.energy_mj(remote, bench, runs=energy_runs)
             table = table.with_rows(pd.DataFrame([row], index=pd.Index([key], name="key")))
             table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            table.save(path)
+            _save(table, path)
     return BuildReport(table, len(missing), time.perf_counter() - start)

@@ -28,13 +28,14 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from lglsearch.counting import count
+from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
 from lglsearch.search.execution import Executor
 from lglsearch.search.pareto import trial_ranks
 from lglsearch.space import Arch
 from lglsearch.train.supernet import Score
 
-__all__ = ["REFINED_FILE", "REFINE_REPEATS", "REFINE_STEPS", "candidates", "refine", "shared_scores"]
+__all__ = ["REFINED_FILE", "REFINE_REPEATS", "REFINE_STEPS", "candidates", "refine", "refined_scores", "shared_scores"]
 
 # the recipe that ranked 24 archs closest to stand-alone training (benchmarks/RESULTS.md)
 REFINE_STEPS = 60
@@ -69,16 +70,46 @@ def shared_scores(supernet: str | Path, *, data: str | None, seed: int, steps: i
     return Path(supernet) / "refined" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
 
 
-def _read_scores(path: Path, recipe: dict[str, Any]) -> dict[str, Score]:
+def _read_scores(path: Path, recipe: dict[str, Any], *, shared: bool = False) -> dict[str, Score]:
     """The scores in a refined-scores file of `recipe` (none for another recipe, or a file from before
-    the cross-entropy was kept, which held top-1 alone: those archs are scored again)."""
+    the cross-entropy was kept, which held top-1 alone: those archs are scored again).
+
+    A run's own file that cannot be read is refused, not taken as empty: the refinement would then
+    write over it without the scores it held. A `shared` file is a cache whose scores every search
+    also keeps in its own file: one that cannot be read is taken as empty."""
+    if not path.exists():
+        return {}
     try:
-        stored = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):  # a cache cut short: score again
+        stored = json.loads(path.read_text())
+    except OSError as err:
+        reason = err.strerror or str(err)
+    except ValueError as err:  # not JSON, or not text
+        reason = "not JSON: " + (str(err) or type(err).__name__).splitlines()[0]
+    else:
+        reason = "not a recipe with its scores"
+        if isinstance(stored, dict) and isinstance(stored.get("scores", {}), dict):
+            if stored.get("recipe") != recipe:
+                return {}
+            try:
+                return {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
+            except TypeError as err:
+                reason = f"a score of other fields: {err}"
+    if shared:
         return {}
-    if stored.get("recipe") != recipe:
-        return {}
-    return {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
+    raise LglsearchError(
+        f"the refined scores in {path} are unreadable ({reason}); it is left as it is: restore it, "
+        "or move it away to refine those archs again"
+    )
+
+
+def _recipe(steps: int, repeats: int) -> dict[str, Any]:
+    return {"finetune_steps": steps, "finetune_repeats": repeats}
+
+
+def refined_scores(out: Path, *, steps: int = REFINE_STEPS, repeats: int = REFINE_REPEATS) -> dict[str, Score]:
+    """The scores of this recipe that the run directory `out` keeps, by arch id; an unreadable
+    `refined.json` is a `LglsearchError` (checked before a resumed search does any long work)."""
+    return _read_scores(out / REFINED_FILE, _recipe(steps, repeats))
 
 
 def _write_scores(path: Path, recipe: dict[str, Any], scores: dict[str, Score]) -> None:
@@ -99,9 +130,9 @@ def refine(
     """Scores of `archs` after `steps` fine-tuning steps x `repeats` (and of any scored before with
     that recipe, kept in `out`, or in `shared`: see `shared_scores`), by arch id."""
     path = out / REFINED_FILE
-    recipe = {"finetune_steps": steps, "finetune_repeats": repeats}
-    scores = _read_scores(path, recipe)
-    known = _read_scores(shared, recipe) if shared is not None else {}
+    recipe = _recipe(steps, repeats)
+    scores = refined_scores(out, steps=steps, repeats=repeats)
+    known = _read_scores(shared, recipe, shared=True) if shared is not None else {}
     scores |= {a.id: known[a.id] for a in archs if a.id in known and a.id not in scores}
     # the largest first: with several workers, the last to finish is then a small one
     queue = sorted((a for a in dict.fromkeys(archs) if a.id not in scores), key=lambda a: -count(a).macs)
@@ -131,7 +162,7 @@ def _share(shared: Path, recipe: dict[str, Any], arch_id: str, score: Score) -> 
     """Add one score to the shared file (re-read first: another search may have added some);
     a supernet directory that cannot be written stops the sharing, not the refinement."""
     try:
-        _write_scores(shared, recipe, _read_scores(shared, recipe) | {arch_id: score})
+        _write_scores(shared, recipe, _read_scores(shared, recipe, shared=True) | {arch_id: score})
     except OSError as err:
         print(f"lglsearch: refined scores not shared ({err}); this search keeps its own", file=sys.stderr)
         return None

@@ -3,14 +3,18 @@
 The driver asks Optuna for an arch, prices it from the table (microseconds), and tells an arch
 over budget back as pruned at once, so no accuracy is spent on it; the rest go to the executor.
 `--trials` counts the archs that got an accuracy. The study lives in the run directory as an
-Optuna journal, so an interrupted search resumes where it stopped and `optuna-dashboard` opens it.
+Optuna journal, so an interrupted search resumes where it stopped and `optuna-dashboard` opens it;
+a killed one too (tests/test_interrupt.py): its journal lock dies with it, and the trials it had
+running are failed and run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,10 +34,15 @@ from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write, atomic_write_json
 from lglsearch.search.execution import Executor, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
-from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, shared_scores
+from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
 from lglsearch.search.scoring import prepare_supernet
 from lglsearch.space import PRESETS, Arch, Space, load_space
 from lglsearch.train.supernet import Score
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: Optuna's own lock there
+    fcntl = None
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
 
@@ -127,7 +136,7 @@ def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
         return
     if not journal.exists() or not run_file.exists():
         raise LglsearchError(f"nothing to resume in {out} (no {STUDY_FILE}); leave out --resume to start a search")
-    stored = json.loads(run_file.read_text())["identity"]
+    stored = _read_record(out)["identity"]
     then = {k: stored.get(k, _IDENTITY_ADDED.get(k)) for k in identity}
     changed = [k for k in identity if then[k] != identity[k]]
     if changed:
@@ -138,10 +147,27 @@ def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
         )
 
 
+def _read_record(out: Path) -> dict[str, Any]:
+    """The run's record (identity, arguments, supernet), or a one-line error naming the file: it is
+    left as it is, since the trials it describes are in the journal beside it."""
+    path = out / RUN_FILE
+    fix = f"restore it, or start a new search with another --out (the trials stay in {out / STUDY_FILE})"
+    try:
+        record = json.loads(path.read_text())
+    except OSError as err:
+        raise LglsearchError(f"cannot read {path} ({err.strerror or err}); {fix}") from None
+    except ValueError as err:  # not JSON, or not text
+        reason = (str(err) or type(err).__name__).splitlines()[0]
+        raise LglsearchError(f"{path} is unreadable, not JSON ({reason}); {fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+        raise LglsearchError(f"{path} is not a search's record (it holds no identity); {fix}")
+    return record
+
+
 def _supernet_of_run(out: Path, config: SearchConfig) -> SearchConfig:
     """A resumed search keeps the supernet that scored it: the default one may have changed since
     (a new recipe, another cache key), and its scores would not compare with the run's."""
-    directory = json.loads((out / RUN_FILE).read_text()).get("supernet_dir")
+    directory = _read_record(out).get("supernet_dir")
     if config.supernet is not None or directory is None:  # runs from before the record: today's default
         return config
     if not (Path(directory) / "config.json").is_file():
@@ -202,10 +228,54 @@ def _price_row(price: Price) -> dict[str, float]:
 def _recover(study: optuna.Study) -> int:
     """Fail the trials an interruption left running and queue their archs again; returns how many."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     for trial in running:
+        # queued first, then failed: a kill in between leaves it running, and the next resume queues it once
+        if trial.number not in queued:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return len(running)
+
+
+class _JournalLock:
+    """The journal's write lock as an flock, which the kernel drops when its holder dies. Optuna's
+    default lock is a file that a search killed while writing leaves behind, and the resume then
+    waits out a 30-second grace period before breaking it."""
+
+    def __init__(self, journal: Path) -> None:
+        self.path = journal.with_name(f".{journal.name}.lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _storage(journal: Path) -> JournalStorage:
+    lock = _JournalLock(journal) if fcntl is not None else None
+    return JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
+
+
+def _cut_torn_line(journal: Path) -> None:
+    """Drop a last line that a crash left unfinished (a full disk, a power cut). Optuna skips it when
+    reading, but the next append would fuse with it into a line that breaks every later read."""
+    data = journal.read_bytes() if journal.is_file() else b""
+    if not data or data.endswith(b"\n"):
+        return
+    with journal.open("r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+    print(f"lglsearch: dropped an unfinished last line of {journal} (a write cut short)", file=sys.stderr)
 
 
 def _optimise(
@@ -314,6 +384,8 @@ def run_search(
     supernet_id = str(Path(config.supernet).resolve()) if config.supernet else "default"
     identity = _identity(config, space, objectives, supernet_id)
     _check_run_dir(out, identity, resume)
+    if resume and config.refine:
+        refined_scores(out, steps=REFINE_STEPS, repeats=REFINE_REPEATS)  # an unreadable file: refused now
     requested = config  # what run.json keeps: a later --resume asks the same
     if resume:
         config = _supernet_of_run(out, config)
@@ -337,10 +409,14 @@ def run_search(
         record["supernet_dir"] = str(Path(provenance["supernet"]).resolve())
     atomic_write_json(out / RUN_FILE, record)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    if resume:
+        _cut_torn_line(out / STUDY_FILE)
+    storage = _storage(out / STUDY_FILE)
     done = 0
     if resume:
-        done = len(optuna.load_study(study_name="lglsearch", storage=storage).get_trials(deepcopy=False))
+        # KeyError: killed between creating its journal and writing the study into it, the search starts it now
+        with contextlib.suppress(KeyError):
+            done = len(optuna.load_study(study_name="lglsearch", storage=storage).get_trials(deepcopy=False))
     study = optuna.create_study(
         study_name="lglsearch",
         storage=storage,
