@@ -147,11 +147,19 @@ def _balanced_subset(labels: list[int], per_class: int) -> list[int]:
     return picked
 
 
-def score(supernet: str | None, calib_seeds: int, workers: int) -> None:
+def score(
+    supernet: str | None,
+    calib_seeds: int,
+    workers: int,
+    finetunes: list[tuple[int, int]],
+    finetune_halves: list[str],
+) -> None:
     """The search's default score of every arch (`lglsearch score`'s code path), and the variants
     the development half chooses between: the score on 2,000 of the 5,000 validation images (the
-    earlier split's size), and the same scores with other BatchNorm calibration batches (the
-    score's own noise). Written to scores/<supernet key>.json, resumable."""
+    earlier split's size), the same scores with other BatchNorm calibration batches (the score's
+    own noise), and, for the archs of `halves`, the score after fine-tuning each arch's inherited
+    weights (`finetunes`: (steps, repeats), `lglsearch score --finetune-steps/--finetune-repeats`,
+    the code path of `search --refine`). Written to scores/<supernet key>.json, resumable."""
     from torch.utils.data import Subset
 
     from lglsearch.search.scoring import prepare_supernet, score_archs
@@ -187,6 +195,22 @@ def score(supernet: str | None, calib_seeds: int, workers: int) -> None:
             }
             atomic_write_json(path, stored)
             print(f"{name}: {arch.id} ({n}/{len(archs)})", flush=True)
+    for steps, repeats in finetunes:
+        name = f"finetune{steps}x{repeats}"
+        todo = [Arch.from_dict(e["arch"]) for h in finetune_halves for e in halves[h]]
+        todo = [a for a in todo if name not in stored["scores"][a.id]]
+        for n, arch in enumerate(todo, 1):  # one at a time, so that an interruption loses one arch
+            rows, _ = score_archs(
+                [arch],
+                space,
+                supernet=str(directory),
+                finetune_steps=steps,
+                finetune_repeats=repeats,
+                progress=False,
+            )
+            stored["scores"][arch.id][name] = rows[0]
+            atomic_write_json(path, stored)
+            print(f"{name}: {arch.id} ({n}/{len(todo)}, {rows[0]['seconds']:.0f} s)", flush=True)
     print(f"scores: {path}")
 
 
@@ -203,6 +227,23 @@ def correlations(x, y) -> tuple[float, float, float]:
         random_state=0,
     )
     return float(tau), float(spread.standard_error), float(spearmanr(x, y).statistic)
+
+
+def tau_gain(x, baseline, y) -> tuple[float, float]:
+    """How much better `x` ranks `y` than `baseline` does (difference of Kendall taus), and the
+    bootstrap standard error of that difference with the archs resampled together (paired: far
+    tighter than the two taus' own errors, as both scores meet the same hard pairs)."""
+    gain = kendalltau(x, y).statistic - kendalltau(baseline, y).statistic
+    spread = bootstrap(
+        (x, baseline, y),
+        lambda a, b, c: kendalltau(a, c).statistic - kendalltau(b, c).statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=1000,
+        method="percentile",
+        random_state=0,
+    )
+    return float(gain), float(spread.standard_error)
 
 
 def noiseless_tau(seed_tau: float, k: int) -> float:
@@ -241,6 +282,12 @@ def report(half: str, seeds: int) -> None:
             continue
         rows[f"{path.stem} default (search) top-1"] = [scored[i]["default"]["accuracy"] for i in ids]
         rows[f"{path.stem} default (search) -loss"] = [-scored[i]["default"]["loss"] for i in ids]
+        for name in sorted({k for i in ids for k in scored[i] if k.startswith("finetune")}):
+            if all(name in scored[i] for i in ids):
+                rows[f"{path.stem} {name} top-1"] = [scored[i][name]["accuracy"] for i in ids]
+                rows[f"{path.stem} {name} -loss"] = [-scored[i][name]["loss"] for i in ids]
+                seconds = np.mean([scored[i][name]["seconds"] for i in ids])
+                print(f"  {path.stem} {name}: {seconds:.1f} s an arch (mean)")
         calibs = sorted({k for i in ids for k in scored[i] if k.startswith("calib")})
         for calib in calibs:
             if not all(calib in scored[i] for i in ids):
@@ -259,9 +306,21 @@ def report(half: str, seeds: int) -> None:
                     f"  {path.stem} {what}: spread over {len(calibs)} calibration seeds (sd, mean over archs) "
                     f"{noise:.4f}, sampling standard error of the validation split {sampling:.4f}"
                 )
+    baseline = next((v for k, v in rows.items() if k.endswith("default (search) top-1")), None)
     for name, values in rows.items():
         tau, se, rho = correlations(values, target)
-        print(f"  {name:40s} tau {tau:6.3f} (se {se:.2f}), rho {rho:6.3f}")
+        line = f"  {name:40s} tau {tau:6.3f} (se {se:.2f}), rho {rho:6.3f}"
+        if baseline is not None and values is not baseline:
+            gain, gain_se = tau_gain(values, baseline, target)
+            line += f"; vs the default top-1 {gain:+.3f} (paired se {gain_se:.2f})"
+        print(line)
+
+
+def _steps_repeats(text: str, parser: argparse.ArgumentParser) -> tuple[int, int]:
+    steps, _, repeats = text.partition("x")
+    if not (steps.isdigit() and repeats.isdigit() and int(steps) > 0 and int(repeats) > 0):
+        parser.error(f"--finetune takes STEPSxREPEATS with both positive, e.g. 60x2; got {text!r}")
+    return int(steps), int(repeats)
 
 
 def main() -> None:
@@ -276,6 +335,14 @@ def main() -> None:
     p.add_argument("--supernet", help="a supernet directory (default: the search's default one)")
     p.add_argument("--calib-seeds", type=int, default=3, help="BatchNorm calibration seeds of the variants")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--finetune",
+        action="append",
+        default=[],
+        metavar="STEPSxREPEATS",
+        help="also score after fine-tuning each arch (e.g. 60x2, --refine's recipe); repeatable",
+    )
+    p.add_argument("--finetune-halves", nargs="+", default=["dev"], choices=["dev", "test"])
     p = sub.add_parser("report", help="rank correlations from the committed results")
     p.add_argument("--half", default="dev", choices=["dev", "test"])
     p.add_argument("--seeds", type=int, default=2)
@@ -285,7 +352,8 @@ def main() -> None:
     elif args.command == "train":
         train(args.seeds, args.heldout, args.halves)
     elif args.command == "score":
-        score(args.supernet, args.calib_seeds, args.workers)
+        finetunes = [_steps_repeats(f, parser) for f in args.finetune]
+        score(args.supernet, args.calib_seeds, args.workers, finetunes, args.finetune_halves)
     else:
         report(args.half, args.seeds)
 
