@@ -144,3 +144,13 @@ def test_derive_refuses_too_few_reference_blocks_before_timing(tmp_path):
     assert "per-class" not in str(passed.value) and "never-read.json" in str(passed.value)
     with pytest.raises(LglsearchError, match=r"--holdout must be in \(0, 1\), got 1.5"):
         derive_table("snapdragon888", [], reference_path=missing, space_name="tiny", holdout=1.5)
+
+
+def test_search_refuses_energy_on_the_host_before_timing_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    for extra in (["--objectives", "accuracy,latency,energy"], ["--energy-budget-mj", "3"]):
+        argv = ["search", "--device", "host", "--space", "tiny", "--out", str(tmp_path / "r"), *extra]
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "device 'host' has no energy figures" in err and err.count("\n") == 1
+    assert not (tmp_path / "cache" / "latency_tables").exists()  # no op was timed, nothing trained
+    assert not (tmp_path / "cache" / "supernets").exists()

@@ -39,3 +39,27 @@ def test_importing_the_report_keeps_matplotlibs_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_supernet_training_and_finetuning_leave_the_callers_random_state(tmp_path):
+    import optuna
+
+    from lglsearch.search.study import SearchConfig, run_search
+    from lglsearch.train.supernet import finetune, train_supernet
+
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    trained = train_supernet(QUICK, tmp_path / "supernet", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    model = trained.net.extract(trained.net.space.smallest())  # building a module draws, as in torch
+    before = torch.random.get_rng_state()
+    finetune(model, trained.data, 2, batch_size=16)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)  # the caller's choice, kept through a search
+    try:
+        config = SearchConfig(device="snapdragon888", space="tiny", trials=2, population=2, workers=1, noop=True)
+        run_search(config, tmp_path / "run", progress=False)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.INFO)

@@ -187,10 +187,19 @@ def load_or_build_host(
 
 
 def load_device_table(
-    device: str, keys: Sequence[str], *, runner: OrtRunner | None = None, space_name: str | None = None
+    device: str,
+    keys: Sequence[str],
+    *,
+    runner: OrtRunner | None = None,
+    space_name: str | None = None,
+    measure: bool = True,
 ) -> CostTable:
-    """A device's table; the host's measures the keys of `keys` it lacks first (built on first use)."""
+    """A device's table; the host's measures the keys of `keys` it lacks first (built on first use).
+    With `measure=False` the host's table as it stands (empty before its first build): enough to
+    check what it can price (energy) before minutes of timing."""
     if device == HOST:
+        if not measure:
+            return _load(table_path(HOST)) or CostTable.empty(HOST, {"method": "measured"})
         return load_or_build_host(keys, runner=runner, space_name=space_name)
     return CostTable.load(device)
 

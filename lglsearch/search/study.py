@@ -353,6 +353,15 @@ def run_search(
     config: SearchConfig, out: Path | None = None, *, resume: bool = False, progress: bool = True
 ) -> SearchRun:
     """Run (or resume) a search; every input is checked before any long work starts."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would bury the progress bar
+    try:
+        return _run_search(config, out, resume=resume, progress=progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)  # the caller's, as it was
+
+
+def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progress: bool) -> SearchRun:
     started = time.perf_counter()
     if config.sampler not in SAMPLERS:
         raise LglsearchError(f"unknown sampler {config.sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -373,10 +382,14 @@ def run_search(
     out = Path(out) if out is not None else default_out(config)
     space = load_space(config.space)
     keys = space_ops(space)
-    table = load_device_table(config.device, keys, space_name=space.name)  # the host's: measured on first use
+    # what the device's table can price (energy) is checked before the host's missing ops are timed
+    table = load_device_table(config.device, keys, space_name=space.name, measure=False)
     budgets = Budgets(config.budget_ms, config.energy_budget_mj)
     objectives = parse_objectives(config.objectives, table)
     pricer = Pricer(table, budgets)
+    if table.missing(keys):  # the host's: measured on first use
+        table = load_device_table(config.device, keys, space_name=space.name)
+        pricer = Pricer(table, budgets)
     missing = table.missing(keys)
     if missing:
         table.op_latency(missing[0])  # raises, naming the key and the command that adds it
@@ -408,7 +421,6 @@ def run_search(
     if not config.noop:
         record["supernet_dir"] = str(Path(provenance["supernet"]).resolve())
     atomic_write_json(out / RUN_FILE, record)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume:
         _cut_torn_line(out / STUDY_FILE)
     storage = _storage(out / STUDY_FILE)

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
 from lglsearch.nn.supernet import Supernet
+from lglsearch.rng import seeded
 from lglsearch.space import Arch, Space, load_space
 from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.distributed import Placement, average_gradients, placement
@@ -152,6 +153,11 @@ def train_supernet(
     On the CPU, a CUDA GPU (`accelerator` auto picks one when present), or under `torchrun` as
     several processes averaging their gradients; the returned network is on the CPU.
     """
+    with seeded(config.seed):  # seeded again inside; the caller's random state is left as it was
+        return _train_supernet(config, out, progress=progress, accelerator=accelerator)
+
+
+def _train_supernet(config: TrainConfig, out: Path | None, *, progress: bool, accelerator: str) -> TrainedSupernet:
     if config.epochs < 1:
         raise LglsearchError(f"epochs must be >= 1, got {config.epochs}")
     where = placement(accelerator)
@@ -528,13 +534,13 @@ def finetune(
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=TrainConfig.weight_decay)  # the recipe's
     model.train()
-    torch.manual_seed(seed)  # the augmentations
-    for step, (images, labels) in enumerate(_loader(data.train, batch_size, seed, shuffle=True)):
-        if step >= steps:
-            break
-        F.cross_entropy(model(images.to(device)), labels.to(device)).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    with seeded(seed):  # the augmentations; the caller's random state is left as it was
+        for step, (images, labels) in enumerate(_loader(data.train, batch_size, seed, shuffle=True)):
+            if step >= steps:
+                break
+            F.cross_entropy(model(images.to(device)), labels.to(device)).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
     return model.eval()
 
 
