@@ -11,7 +11,6 @@ reported. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import onnxruntime
 from lglsearch.cost.build import cpu_name
 from lglsearch.counting import count
 from lglsearch.export import export_arch, ort_session
+from lglsearch.io import atomic_write_json
 from lglsearch.space import PRESETS
 
 
@@ -77,7 +77,7 @@ def main() -> None:
             f"{r['p90_ms']:.2f} | {r['params_m']:.2f} | {r['macs_g']:.3f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write_json(args.json, rows)
 
 
 if __name__ == "__main__":

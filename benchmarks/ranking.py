@@ -31,7 +31,7 @@ import torch
 from scipy.stats import bootstrap, kendalltau, spearmanr
 
 from lglsearch.counting import count
-from lglsearch.io import atomic_write_json
+from lglsearch.io import atomic_save_torch, atomic_write_json
 from lglsearch.space import PRESETS, Arch, load_space
 from lglsearch.train.data import load_data
 from lglsearch.train.standalone import train_standalone
@@ -118,7 +118,7 @@ def train(seeds: int, heldout_dir: Path, halves: list[str]) -> None:
         started = time.perf_counter()
         model = train_standalone(arch, data, TrainConfig(seed=seed), progress=False)
         seconds = time.perf_counter() - started
-        torch.save(model.state_dict(), WEIGHTS / f"{arch.id}-seed{seed}.pt")
+        atomic_save_torch(model.state_dict(), WEIGHTS / f"{arch.id}-seed{seed}.pt")
         val, held = measure(model, data.val), measure(model, heldout)
         results[key] = {
             "arch_id": arch.id,

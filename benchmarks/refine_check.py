@@ -23,6 +23,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 from ranking import correlations  # benchmarks/ is on the path of a script run from it
 
+from lglsearch.io import atomic_write_json
 from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.refine import candidates
 from lglsearch.search.study import RUN_FILE, SearchConfig, run_search
@@ -65,7 +66,7 @@ def main() -> None:
         proxy_arch = arch.replace(resolution=space.resolution, num_classes=space.num_classes)
         score = measure(train_standalone(proxy_arch, data, train, progress=False), data.val)
         done[arch.id] = {"top1": score.top1, "loss": score.loss, "seconds": time.perf_counter() - t0}
-        path.write_text(json.dumps(done, indent=2))
+        atomic_write_json(path, done)
         print(f"{arch.id}: stand-alone {score.top1:.4f} ({done[arch.id]['seconds']:.0f} s)", flush=True)
 
     ids = [a.id for a in archs]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lglsearch.cost.table import CostTable
+from lglsearch.io import atomic_write_json
 from lglsearch.search.pareto import dominating, front_frame, hypervolume
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import PRESETS
@@ -47,7 +48,7 @@ def main() -> None:
 
     def save(key: str, value: dict) -> None:
         results[key] = value
-        results_path.write_text(json.dumps(results, indent=2))
+        atomic_write_json(results_path, results)
         print(key, json.dumps(value), flush=True)
 
     reference = {"accuracy": 0.0, "latency": args.budget_ms}

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_savefig", "atomic_write", "atomic_write_json"]
+__all__ = ["atomic_save_torch", "atomic_savefig", "atomic_write", "atomic_write_json"]
 
 
 def atomic_write(path: str | Path, text: str | bytes) -> None:
@@ -21,6 +21,8 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file: a power cut leaves the old one
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for every user of the machine
         os.replace(tmp, path)
     finally:
@@ -37,4 +39,13 @@ def atomic_savefig(figure: Any, path: str | Path) -> None:
     """A matplotlib figure saved atomically, in the format of the path's suffix."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png")
+    atomic_write(path, buffer.getvalue())
+
+
+def atomic_save_torch(value: Any, path: str | Path) -> None:
+    """`torch.save(value)` written atomically (checkpoints: a kill mid-save keeps the last whole one)."""
+    import torch  # only the writers of checkpoints pay for it
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
     atomic_write(path, buffer.getvalue())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lglsearch.errors import LglsearchError
+from lglsearch.io import atomic_write
 
 __all__ = ["PROXY", "ImageData", "load_data", "make_proxy", "read_idx"]
 
@@ -117,8 +119,9 @@ def make_proxy(
         taken[idx] = True
         picked[f"{split}_x"], picked[f"{split}_y"] = x[idx], y[idx]
     out = Path(out)
-    with out.open("wb") as f:
-        np.savez_compressed(f, **picked)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **picked)
+    atomic_write(out, buffer.getvalue())
     return out
 
 

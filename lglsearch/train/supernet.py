@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
+from lglsearch.io import atomic_save_torch, atomic_write
 from lglsearch.nn.supernet import Supernet
 from lglsearch.rng import seeded
 from lglsearch.space import Arch, Space, load_space
@@ -139,12 +139,6 @@ def _loader(dataset: Any, batch_size: int, seed: int, shuffle: bool) -> DataLoad
     )
 
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train_supernet(
     config: TrainConfig, out: Path | None = None, *, progress: bool = True, accelerator: str = "auto"
 ) -> TrainedSupernet:
@@ -217,7 +211,7 @@ def _train_supernet(config: TrainConfig, out: Path | None, *, progress: bool, ac
             bar.update(1)
         bar.close()
         if where.main:
-            _save_atomic(
+            atomic_save_torch(
                 {
                     "net": net.state_dict(),
                     "optimizer": optimizer.state_dict(),
