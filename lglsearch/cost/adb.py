@@ -173,11 +173,15 @@ class AdbPhone:
                 f"only {len(busy)} gauge readings during the loop; raise --energy-runs so that it lasts seconds"
             )
         extra_w = float(np.mean(busy) - np.mean(idle))
-        if extra_w <= 0:  # storing 0 would price the op as free; the reading is what is wrong
+        noise_w = float(np.sqrt(np.var(busy, ddof=1) / len(busy) + np.var(idle, ddof=1) / len(idle)))
+        # storing 0 (or noise) would price the op as free; the reading is what is wrong. The floor
+        # keeps equal readings (a mean's rounding) from passing as a positive difference.
+        if extra_w <= max(2 * noise_w, 1e-6 * float(np.mean(idle))):
             raise LglsearchError(
                 f"the phone drew no more power running the loop ({np.mean(busy):.3f} W) than idle "
-                f"({np.mean(idle):.3f} W): it is likely powered over USB although its gauge does not say "
-                "charging, or its gauge does not follow the current; use wireless adb with the cable out, "
-                "or raise --energy-runs so that the loop outlasts the gauge's averaging"
+                f"({np.mean(idle):.3f} W), beyond twice the readings' standard error ({noise_w:.3f} W): it is "
+                "likely powered over USB although its gauge does not say charging, or its gauge does not "
+                "follow the current; use wireless adb with the cable out, or raise --energy-runs so that "
+                "the loop outlasts the gauge's averaging"
             )
         return extra_w * seconds / runs * 1e3
