@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared (tests may read it; the product never does).
+"""Shared fixtures: paths to ../shared (tests may read it; the product never does), and small
+IDX data sets cut from the embedded proxy for tests that score many archs.
 
 A test that needs ../shared calls `require_shared`: on a developer's machine without it the test
 skips, but under CI (`CI=true`, where ../shared is always present) a missing path is a failure, so
@@ -12,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lglsearch.space import Arch, Space, Stage
@@ -82,3 +84,23 @@ def enumerate_space(space: Space) -> set[Arch]:
         for s in space.sampler
         for p in space.propagation
     }
+
+
+def write_idx_subset(out: Path, train_per_class: int, val_per_class: int) -> Path:
+    """Fashion-MNIST IDX files (train, t10k) of the first images of each class of the embedded
+    proxy's splits: scoring 10 x `val_per_class` images instead of 5,000 keeps search tests quick."""
+    from lglsearch.train.data import _proxy_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with np.load(_proxy_path()) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+
+    def idx(array: np.ndarray, magic: int) -> bytes:
+        return b"".join(n.to_bytes(4, "big") for n in (magic, *array.shape)) + array.astype(np.uint8).tobytes()
+
+    for split, stem, per_class in (("train", "train", train_per_class), ("val", "t10k", val_per_class)):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        picked = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
+        (out / f"{stem}-images-idx3-ubyte").write_bytes(idx(x[picked], 2051))
+        (out / f"{stem}-labels-idx1-ubyte").write_bytes(idx(y[picked], 2049))
+    return out

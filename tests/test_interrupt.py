@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -42,8 +41,8 @@ from lglsearch.errors import LglsearchError
 from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import STUDY_FILE, SearchConfig, _cut_torn_line, _JournalLock, run_search
 from lglsearch.space import Arch, load_space
-from lglsearch.train.data import _proxy_path
 from lglsearch.train.supernet import CHECKPOINT, TrainConfig, train_supernet
+from tests.conftest import write_idx_subset
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 
@@ -85,19 +84,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Fashion-MNIST IDX files of 16 training and 8 validation images per class, from the embedded subset."""
-    out = tmp_path_factory.mktemp("data")
-    with np.load(_proxy_path()) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-
-    def idx(array: np.ndarray, magic: int) -> bytes:
-        return b"".join(n.to_bytes(4, "big") for n in (magic, *array.shape)) + array.astype(np.uint8).tobytes()
-
-    for split, stem, per_class in (("train", "train", 16), ("val", "t10k", 8)):
-        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        picked = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
-        (out / f"{stem}-images-idx3-ubyte").write_bytes(idx(x[picked], 2051))
-        (out / f"{stem}-labels-idx1-ubyte").write_bytes(idx(y[picked], 2049))
-    return out
+    return write_idx_subset(tmp_path_factory.mktemp("data"), 16, 8)
 
 
 @pytest.fixture(scope="module")

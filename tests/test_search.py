@@ -27,7 +27,7 @@ from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch, load_space
 from lglsearch.train.data import load_data
 from lglsearch.train.supernet import Score, TrainConfig, accuracy, load_supernet, proxy_score, train_supernet
-from tests.conftest import enumerate_space
+from tests.conftest import enumerate_space, write_idx_subset
 
 DEVICE = "snapdragon888"  # its table holds the tiny space's keys, with modelled energy
 
@@ -43,9 +43,16 @@ def table():
 
 
 @pytest.fixture(scope="module")
-def supernet(tmp_path_factory):
+def small_data(tmp_path_factory) -> str:
+    """640 training and 500 validation images: every trial scores 500 images, not the proxy's 5,000."""
+    return str(write_idx_subset(tmp_path_factory.mktemp("data"), 64, 50))
+
+
+@pytest.fixture(scope="module")
+def supernet(tmp_path_factory, small_data):
     directory = tmp_path_factory.mktemp("supernet")
-    train_supernet(TrainConfig(space="tiny", epochs=1, batch_size=16, max_steps_per_epoch=2), directory, progress=False)
+    config = TrainConfig(space="tiny", data=small_data, epochs=1, batch_size=16, max_steps_per_epoch=2)
+    train_supernet(config, directory, progress=False)
     return directory
 
 
@@ -117,7 +124,9 @@ def test_nondominated_ranks_peel_fronts_in_order():
     assert nondominated_ranks(np.zeros((0, 2))).tolist() == []
 
 
-def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supernet, tiny, table, median_budget):
+def test_search_prices_before_evaluating_and_reports_a_true_front(
+    tmp_path, supernet, tiny, table, median_budget, small_data
+):
     run = run_search(_config(supernet, median_budget, trials=8), tmp_path / "run", progress=False)
     trials = run.study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -125,7 +134,7 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supe
     assert len(complete) == 8 and pruned, "a median budget rejects some proposals"
     for t in pruned:  # rejected without an accuracy, and really over the budget
         assert t.values is None and t.user_attrs["latency_ms"] > median_budget
-    n = len(load_data(None, 64).val)
+    n = len(load_data(small_data, 64).val)
     for t in complete:
         arch = Arch.from_json(t.user_attrs["arch"])
         assert tiny.contains(arch) and table.cost(arch) == pytest.approx((t.values[1], t.values[2]))
@@ -136,7 +145,7 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supe
     net = load_supernet(supernet)
 
     first = complete[0]
-    assert accuracy(net, Arch.from_json(first.user_attrs["arch"]), load_data(None, 64)) == first.values[0]
+    assert accuracy(net, Arch.from_json(first.user_attrs["arch"]), load_data(small_data, 64)) == first.values[0]
 
     paths = write_search_report(run)
     front = pd.read_csv(paths["pareto.csv"])
@@ -150,7 +159,7 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(tmp_path, supe
         "macs_g",
     ]
     # the standard error of a top-1 on n images: sqrt(p (1 - p) / (n - 1)), p the top-1
-    n = len(load_data(None, 64).val)
+    n = len(load_data(small_data, 64).val)
     assert np.allclose(front["accuracy_se"], np.sqrt(front["accuracy"] * (1 - front["accuracy"]) / (n - 1)))
     values = np.array([[t.values[0], t.values[1]] for t in complete])
     for row in front.itertuples():  # no evaluated arch dominates a front member
@@ -202,7 +211,7 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating(tmp_path, sup
     assert len(evaluated) - 1 == len(fresh), "each evaluated trial was evaluated once"
 
 
-def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budget):
+def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budget, small_data):
     local = run_search(_config(supernet, median_budget, trials=4), tmp_path / "local", progress=False)
     ray_run = run_search(_config(supernet, median_budget, trials=4, workers=2), tmp_path / "ray", progress=False)
     by_arch = {t.user_attrs["arch_id"]: t.values[0] for t in local.study.trials if t.state == TrialState.COMPLETE}
@@ -210,7 +219,7 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
     assert len(remote) >= 3
     net, data = load_supernet(supernet), None
 
-    data = load_data(None, 64)
+    data = load_data(small_data, 64)
     for arch_id, top1 in remote.items():
         expected = by_arch.get(arch_id)
         if expected is None:
@@ -222,13 +231,13 @@ def test_ray_workers_compute_the_same_accuracies(tmp_path, supernet, median_budg
     assert math.isclose(ray_run.provenance["workers"], 2)
 
 
-def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, supernet, median_budget):
+def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, supernet, median_budget, small_data):
     out = tmp_path / "run"
     config = _config(supernet, median_budget, trials=2, finetune_steps=2, finetune_repeats=2)
     run = run_search(config, out, progress=False)
     complete = [t for t in run.study.get_trials() if t.state == TrialState.COMPLETE]
 
-    net, data = load_supernet(supernet), load_data(None, 64)
+    net, data = load_supernet(supernet), load_data(small_data, 64)
     arch = Arch.from_json(complete[0].user_attrs["arch"])
     score = proxy_score(net, arch, data, finetune_steps=2, finetune_repeats=2)
     assert complete[0].values[0] == score.top1 == accuracy(net, arch, data, finetune_steps=2, finetune_repeats=2)
@@ -240,7 +249,7 @@ def test_a_finetuned_search_scores_each_arch_after_its_own_steps(tmp_path, super
 
 
 def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
-    tmp_path, supernet, median_budget, monkeypatch
+    tmp_path, supernet, median_budget, monkeypatch, small_data
 ):
     monkeypatch.setattr(study_module, "REFINE_STEPS", 2)  # the recipe's 60 steps, shortened for a test
     out = tmp_path / "run"
@@ -266,7 +275,7 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     assert stored["recipe"] == {"finetune_steps": 2, "finetune_repeats": 2}
     assert set(refined_run.refined) == {a.id for a in candidates(run.study, 4)} == set(stored["scores"])
 
-    net, data = load_supernet(supernet), load_data(None, 64)
+    net, data = load_supernet(supernet), load_data(small_data, 64)
     first = candidates(run.study, 1)[0]
     assert refined_run.refined[first.id] == proxy_score(net, first, data, finetune_steps=2, finetune_repeats=2)
 
