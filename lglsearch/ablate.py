@@ -51,6 +51,7 @@ from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_savefig, atomic_write
 from lglsearch.nn import build_model
+from lglsearch.search.pareto import CLAIM_SE, distinguishable
 from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.standalone import train_standalone
@@ -625,8 +626,8 @@ def _fmt(value: float, spec: str, signed: bool = False) -> str:
 def _delta(points: float, se: float) -> str:
     """A difference in top-1 points, said to be no difference when within two standard errors."""
     text = _fmt(points, ".2f", signed=True)
-    if text and se > 0 and abs(points) <= 2 * se:
-        text += f" (within 2 se = {2 * se:.2f}: not distinguishable on this proxy)"
+    if text and se > 0 and not distinguishable(points, se):
+        text += f" (within 2 se = {CLAIM_SE * se:.2f}: not distinguishable on this proxy)"
     return text
 
 

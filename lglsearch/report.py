@@ -12,9 +12,11 @@ from matplotlib.figure import Figure  # a figure without pyplot: no global backe
 
 from lglsearch.io import atomic_savefig, atomic_write, atomic_write_json
 from lglsearch.search.pareto import (
+    CLAIM_SE,
     COLUMNS,
     REFINED_COLUMNS,
     difference_se,
+    distinguishable,
     dominating,
     front_frame,
     hypervolume,
@@ -148,10 +150,10 @@ def _dominated_by(front: pd.DataFrame, preset: pd.Series, objectives: tuple[str,
     where = f"{best['arch_id']} ({100 * best['accuracy']:.2f}%, {best['latency_ms']:.2f} ms)"
     if math.isnan(se):
         return f"{where}, +{gap:.2f} points (uncertainty not recorded)"
-    if gap <= 2 * se:
+    if not distinguishable(gap, se):
         return (
             f"not distinguishable on this proxy: {where} is +{gap:.2f} points at no more cost, "
-            f"within two standard errors ({2 * se:.2f})"
+            f"within two standard errors ({CLAIM_SE * se:.2f})"
         )
     return f"{where}, +{gap:.2f} ± {se:.2f} points"
 

@@ -75,3 +75,14 @@ def test_agrees_with_an_independent_implementation_on_random_fronts():
         ref = np.array([0.0, 10.0, 4.0])[:d]
         expected = compute(losses[np.all(losses < ref, axis=1)], ref)
         assert hypervolume(frame, objectives[:d], REF) == pytest.approx(expected, rel=1e-9), (n, d)
+
+
+def test_a_difference_is_claimed_only_beyond_two_standard_errors():
+    from lglsearch.search.pareto import CLAIM_SE, difference_se, distinguishable
+
+    se = difference_se(0.003, 0.004)  # a 3-4-5 triangle: 0.005
+    assert se == pytest.approx(0.005)
+    assert CLAIM_SE == 2
+    assert not distinguishable(0.0100, se)  # exactly two standard errors: not yet
+    assert distinguishable(0.0101, se) and distinguishable(-0.0101, se)  # either sign
+    assert not distinguishable(0.0099, se)

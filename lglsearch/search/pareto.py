@@ -13,9 +13,11 @@ from lglsearch.search.objectives import OBJECTIVES
 from lglsearch.train.supernet import Score
 
 __all__ = [
+    "CLAIM_SE",
     "COLUMNS",
     "REFINED_COLUMNS",
     "difference_se",
+    "distinguishable",
     "dominating",
     "front_frame",
     "hypervolume",
@@ -147,6 +149,15 @@ def difference_se(a_se: float, b_se: float) -> float:
     """The standard error of the difference of two accuracies with these errors (taken as
     independent: conservative for two archs scored on the same images)."""
     return math.sqrt(a_se**2 + b_se**2)
+
+
+CLAIM_SE = 2  # a difference is claimed only beyond this many standard errors of it
+
+
+def distinguishable(difference: float, se: float) -> bool:
+    """Whether a difference is larger than `CLAIM_SE` standard errors of it (the one rule every
+    report applies before it says that one arch or variant beats another)."""
+    return abs(difference) > CLAIM_SE * se
 
 
 def dominating(front: pd.DataFrame, preset: pd.Series, objectives: tuple[str, ...]) -> pd.Series | None:
