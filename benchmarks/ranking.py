@@ -286,8 +286,9 @@ def report(half: str, seeds: int) -> None:
             if all(name in scored[i] for i in ids):
                 rows[f"{path.stem} {name} top-1"] = [scored[i][name]["accuracy"] for i in ids]
                 rows[f"{path.stem} {name} -loss"] = [-scored[i][name]["loss"] for i in ids]
-                seconds = np.mean([scored[i][name]["seconds"] for i in ids])
-                print(f"  {path.stem} {name}: {seconds:.1f} s an arch (mean)")
+                # the median: an arch scored while the machine was shared or paused records its wall time
+                seconds = np.median([scored[i][name]["seconds"] for i in ids])
+                print(f"  {path.stem} {name}: {seconds:.1f} s an arch (median)")
         calibs = sorted({k for i in ids for k in scored[i] if k.startswith("calib")})
         for calib in calibs:
             if not all(calib in scored[i] for i in ids):

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,25 @@ COUNT = Ranged(int, 1)  # runs, trials, epochs, batch sizes, workers: at least o
 NATURAL = Ranged(int, 0)  # seeds, steps that may be zero
 POSITIVE = Ranged(float, 0, open_low=True)  # budgets, minutes
 FRACTION = Ranged(float, 0, 1, open_low=True)
+
+
+def _hex_mask(text: str) -> str:
+    """A taskset CPU mask: hexadecimal digits selecting at least one core."""
+    digits = text.lower().removeprefix("0x")
+    if not digits or any(c not in "0123456789abcdef" for c in digits) or int(digits, 16) == 0:
+        raise argparse.ArgumentTypeError(f"expected a hexadecimal CPU mask selecting a core (e.g. 70), got {text!r}")
+    return digits
+
+
+def _regex(text: str) -> str:
+    """A regular expression with a group (the latency it captures)."""
+    try:
+        groups = re.compile(text).groups
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({err}): {text!r}") from None
+    if groups < 1:
+        raise argparse.ArgumentTypeError(f"needs a group capturing the latency in ms, e.g. 'avg=([0-9.]+)': {text!r}")
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -673,8 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="command run on the phone per op; fields {taskset} {binary} {runs} {threads} {model} "
         "(default: onnxruntime_perf_test's)",
     )
-    p.add_argument("--bench-parse", metavar="REGEX", help="regex whose first group is the latency in ms")
-    p.add_argument("--cpu-mask", metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
+    p.add_argument("--bench-parse", type=_regex, metavar="REGEX", help="regex whose first group is the latency in ms")
+    p.add_argument("--cpu-mask", type=_hex_mask, metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
     p.add_argument("--energy", action="store_true", help="also measure energy with the battery fuel gauge")
     p.add_argument("--energy-runs", type=COUNT, default=2000, help="inferences per energy loop (default 2000)")
     p.set_defaults(func=cmd_lut_build)

@@ -21,13 +21,13 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def _numeric_options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    """(command path, option string, its type) for every option of every (sub)command that takes a value
-    with a type, walking the parser as argparse builds it."""
+    """(command path, option string, its type) for every option of every (sub)command that takes a
+    number, walking the parser as argparse builds it."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _numeric_options(sub, (*path, name))
-        elif action.option_strings and action.type is not None:
+        elif action.option_strings and (action.type in (int, float) or isinstance(action.type, Ranged)):
             yield path, action.option_strings[-1], action.type
 
 
@@ -154,3 +154,21 @@ def test_search_refuses_energy_on_the_host_before_timing_it(capsys, tmp_path, mo
         assert code == 2 and "device 'host' has no energy figures" in err and err.count("\n") == 1
     assert not (tmp_path / "cache" / "latency_tables").exists()  # no op was timed, nothing trained
     assert not (tmp_path / "cache" / "supernets").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--cpu-mask", "0", "expected a hexadecimal CPU mask selecting a core (e.g. 70), got '0'"),
+        ("--cpu-mask", "cores4-6", "expected a hexadecimal CPU mask"),
+        ("--bench-parse", "avg=([0-9.]+", "not a regular expression"),
+        ("--bench-parse", "avg", "needs a group capturing the latency in ms"),
+    ],
+)
+def test_phone_options_are_checked_where_parsed(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["lut", "build", "--adb", "SERIAL", option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
+    parsed = build_parser().parse_args(["lut", "build", "--cpu-mask", "0x70", "--bench-parse", "avg=([0-9.]+)"])
+    assert parsed.cpu_mask == "70" and parsed.bench_parse == "avg=([0-9.]+)"
