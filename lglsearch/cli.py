@@ -602,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     arch_help = "a preset (edgevit_xxs, edgevit_xs, edgevit_s), a JSON file or inline JSON"
     space_help = "a space YAML file or a shipped space's name (default: search_spaces/edgevit.yaml)"
     finetune_help = (
-        "train each arch's inherited weights N steps on their own before scoring it: ranks archs closer to "
-        "stand-alone training, at some seconds an arch on a CPU (default 0; 60 in benchmarks/RESULTS.md)"
+        "train each arch's inherited weights N steps on their own before scoring it, at some seconds an arch "
+        "on a CPU (default 0; whether it ranks better: benchmarks/RESULTS.md)"
     )
     repeats_help = "with --finetune-steps: average R fine-tunings on different batches, a steadier ranking (default 1)"
 
@@ -642,8 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="afterwards, score the K best archs (by non-domination rank on the inherited cross-entropy) and the "
-        "presets again after 60 fine-tuning steps x2, and report the front of those: the family chosen by the "
-        "better-ranking score, at 20-60 s a small arch and minutes a preset on a CPU core (default 0; with "
+        "presets again after 60 fine-tuning steps x2, and report the front of those by their refined "
+        "cross-entropy, at 20-100 s a small arch and minutes a preset on a CPU core (default 0; with "
         "--resume, refines a finished search)",
     )
     p.set_defaults(func=cmd_search)

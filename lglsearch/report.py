@@ -133,8 +133,8 @@ def _provenance(run: SearchRun) -> list[str]:
             f"- Refined: the {refined['archs']} best archs (by non-domination rank, their inherited validation "
             "cross-entropy in place of top-1) and the presets in the space "
             f"were scored again, {_finetuned(refined['finetune_steps'], refined['finetune_repeats'])}"
-            "and the family is the Pareto front of those by their refined validation cross-entropy, which ranks "
-            "archs closer to stand-alone training than top-1 (`refined.json`; benchmarks/RESULTS.md)."
+            "and the family is the Pareto front of those by their refined validation cross-entropy "
+            "(`refined.json`; how well each score ranks archs: benchmarks/RESULTS.md)."
         )
     return lines
 

@@ -1,16 +1,15 @@
 """Refining a finished search: the most promising archs scored again, after fine-tuning.
 
-Inherited supernet weights rank archs weakly; fine-tuning each arch's weights for a few dozen
-steps before scoring ranks them better, at some seconds an arch more on a CPU. Spending that on
-every trial is what `--finetune-steps` does; refining spends it where the family is chosen: on
-the archs of the first non-dominated ranks of the study (by their inherited cross-entropy) and on
-the presets. The refined family is the Pareto front of the refined archs by their refined
-validation cross-entropy, which ranks them closer to stand-alone training than their refined top-1
-does: on 24 archs of the default space, Kendall tau 0.57 against 0.44 with the stand-alone top-1
-measured on 10,000 held-out images (benchmarks/RESULTS.md, "Proxy supernet", sixth session); the
-family shows both. Scores are written to the run directory as they finish, so an interrupted
-refinement resumes, and `--resume --refine K` refines a finished search; they are also shared
-between the searches of one supernet (`shared_scores`).
+Inherited supernet weights are shared by every arch; fine-tuning each arch's weights for a few
+dozen steps before scoring moves them towards the arch's own, at some seconds an arch more on a
+CPU. Spending that on every trial is what `--finetune-steps` does; refining spends it where the
+family is chosen: on the archs of the first non-dominated ranks of the study (by their inherited
+cross-entropy) and on the presets. The refined family is the Pareto front of the refined archs by
+their refined validation cross-entropy; the family shows the refined and the inherited top-1.
+Whether either ranks archs closer to stand-alone training than the inherited score is measured in
+benchmarks/RESULTS.md (the held-out ranking protocol). Scores are written to the run directory
+as they finish, so an interrupted refinement resumes, and `--resume --refine K` refines a finished
+search; they are also shared between the searches of one supernet (`shared_scores`).
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ REFINED_FILE = "refined.json"
 
 def candidates(study: optuna.Study, k: int) -> list[Arch]:
     """The study's `k` most promising distinct archs: by non-domination rank with the inherited
-    validation cross-entropy in place of top-1 (it ranks archs closer to stand-alone training: tau
-    0.37-0.38 against 0.30-0.31 on 24 archs, on two supernet seeds; benchmarks/RESULTS.md), then by
-    that cross-entropy. Studies whose trials lack it (no-op runs) go by top-1."""
+    validation cross-entropy in place of top-1 (a smoother score than top-1 on a finite split), then
+    by that cross-entropy. Studies whose trials lack it (no-op runs) go by top-1."""
     seen: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         seen.setdefault(trial.user_attrs["arch_id"], trial)

@@ -17,8 +17,8 @@ validation split; with a seed it is deterministic. `proxy_score(arch)` gives the
 cross-entropy beside it: a smoother score than top-1 on a small validation split. Given
 `finetune_steps`, the arch is extracted and trained that many steps on its own before it is
 scored: an arch's inherited weights are a compromise shared with every other arch, and a short
-fine-tune ranks archs closer to their stand-alone order, at some seconds an arch on a CPU (see
-benchmarks/RESULTS.md for how each score ranks stand-alone accuracy).
+fine-tune moves them towards its own, at some seconds an arch on a CPU (benchmarks/RESULTS.md
+measures how each score ranks stand-alone accuracy).
 """
 
 from __future__ import annotations
@@ -523,7 +523,7 @@ def finetune(
     batches at a constant `lr`: the same batches for every arch of a seed.
 
     Inherited weights are shaped by every arch that shares them; a few steps on the arch alone
-    move it towards its stand-alone self, which ranks archs better than the inherited weights do.
+    move it towards its stand-alone self (whether that ranks archs better: benchmarks/RESULTS.md).
     """
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=TrainConfig.weight_decay)  # the recipe's
