@@ -17,6 +17,7 @@ from lglsearch.cost.table import CostTable, shipped_dir
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, Arch, Space, grid_sizes, load_space
 from lglsearch.train.supernet import TrainConfig
+from tests.conftest import write_idx_subset
 
 TINY = load_space("tiny")
 QUICK = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=2)
@@ -160,7 +161,13 @@ def test_variant_space_holds_every_variant():
     assert set(space.sampler) == {"pick", "avg", "max"} and set(space.propagation) == {"tconv", "nearest", "bilinear"}
 
 
-def test_a_study_writes_its_outputs_and_resumes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> TrainConfig:
+    """QUICK on 640 training and 500 validation images: each variant scores 500 images, not 5,000."""
+    return dataclasses.replace(QUICK, data=str(write_idx_subset(tmp_path_factory.mktemp("data"), 64, 50)))
+
+
+def test_a_study_writes_its_outputs_and_resumes(tmp_path, monkeypatch, small):
     trainings = []
     real = ablate.train_standalone
 
@@ -170,7 +177,7 @@ def test_a_study_writes_its_outputs_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ablate, "train_standalone", counted)
     out = tmp_path / "run"
-    kwargs = dict(device="snapdragon888", out=out, space=TINY, config=QUICK, runner=FAST, progress=False)
+    kwargs = dict(device="snapdragon888", out=out, space=TINY, config=small, runner=FAST, progress=False)
     first = run_ablation("lgl-components", DENSE, **kwargs)
     assert len(trainings) == 3  # base, no-local-agg, no-global-attn; the four others are the base's network
 
@@ -189,8 +196,8 @@ def test_a_study_writes_its_outputs_and_resumes(tmp_path, monkeypatch):
         arch = Arch.from_json(row.arch)
         assert row.latency_ms == pytest.approx(table.cost(arch)[0], rel=1e-5)
         assert row.energy_mj == pytest.approx(table.cost(arch)[1], rel=1e-4)  # the table's, CSV: 6 digits
-        # a top-1 over the 5,000 validation images has the binomial standard error sqrt(a (1 - a) / (n - 1))
-        assert row.accuracy_se == pytest.approx((row.accuracy * (1 - row.accuracy) / 4999) ** 0.5, rel=1e-4)
+        # a top-1 over the 500 validation images has the binomial standard error sqrt(a (1 - a) / (n - 1))
+        assert row.accuracy_se == pytest.approx((row.accuracy * (1 - row.accuracy) / 499) ** 0.5, rel=1e-4)
         assert row.host_ms > 0
     conv = done[done["variant"] == "no-global-attn"].iloc[0]
     delta = 100 * (conv["latency_ms"] / base["latency_ms"] - 1)
@@ -216,13 +223,13 @@ def test_a_study_writes_its_outputs_and_resumes(tmp_path, monkeypatch):
     assert kept.loc["base", "accuracy"] == first.rows.set_index("variant").loc["base", "accuracy"]
     # other arguments into the same directory are refused before anything trains
     with pytest.raises(LglsearchError, match=r"other arguments \(seed differ\).*another --out"):
-        run_ablation("lgl-components", DENSE, **{**kwargs, "config": TrainConfig(**{**QUICK.__dict__, "seed": 1})})
+        run_ablation("lgl-components", DENSE, **{**kwargs, "config": dataclasses.replace(small, seed=1)})
     with pytest.raises(LglsearchError, match=r"other arguments \(base, study differ\)"):
         run_ablation("placement", BASE, **kwargs)
     assert len(trainings) == 4
 
 
-def test_supernet_training_covers_every_variant(tmp_path):
+def test_supernet_training_covers_every_variant(tmp_path, small):
     result = run_ablation(
         "lgl-components",
         DENSE,
@@ -230,26 +237,27 @@ def test_supernet_training_covers_every_variant(tmp_path):
         out=tmp_path,
         space=TINY,
         train="supernet",
-        config=QUICK,
+        config=small,
         runner=FAST,
         progress=False,
     )
     done = result.rows[result.rows["status"] == "done"]
-    assert len(done) == 3  # and each a top-1 over the 5,000 validation images, with its binomial standard error
-    assert done["accuracy_se"].to_numpy() == pytest.approx((done["accuracy"] * (1 - done["accuracy"]) / 4999) ** 0.5)
+    assert len(done) == 3  # and each a top-1 over the 500 validation images, with its binomial standard error
+    assert done["accuracy_se"].to_numpy() == pytest.approx((done["accuracy"] * (1 - done["accuracy"]) / 499) ** 0.5)
     assert (tmp_path / "supernet" / "checkpoint.pt").is_file()
     space = load_space(tmp_path / "supernet-space.yaml")
     assert all(space.contains(Arch.from_json(a)) for a in done["arch"])
     assert "weight-sharing supernet" in (tmp_path / "ablation.md").read_text()
 
 
-def test_cli_ablate_derives_missing_phone_keys(tmp_path, capsys):
+def test_cli_ablate_derives_missing_phone_keys(tmp_path, capsys, small):
     # avg/max delegates and nearest/bilinear propagation are not in the shipped table: derived first
     missing = CostTable.load("snapdragon888").missing(
         k for v in variants("lgl-components", BASE, TINY) for k in arch_ops(v.arch)
     )
     assert missing and not CostTable.load("snapdragon888").missing(space_ops(TINY))
     argv = ["ablate", "--study", "lgl-components", "--base", BASE.to_json(), "--space", "tiny", "--smoke-test"]
+    argv += ["--data", small.data]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "delegate-max" in out and "ablation.md" in out

@@ -63,6 +63,7 @@ def test_phone_energy_from_the_fuel_gauge(adb, monkeypatch):
     assert 2.34 * 1.0 / 100 * 1e3 * 0.9 < energy < 2.34 * 3.0 / 100 * 1e3
     # no more power busy than idle (USB power the gauge does not report, a gauge that lags): refused,
     # not stored as a free op
+    monkeypatch.setenv("FAKE_ADB_BENCH_SECONDS", "0.3")  # a few readings suffice to refuse
     monkeypatch.setenv("FAKE_ADB_BUSY_UA", "-300000")
     with pytest.raises(LglsearchError, match=r"drew no more power running the loop \(1\.170 W\) than idle"):
         phone.energy_mj(remote, BENCH, runs=100, interval=0.05)

@@ -34,7 +34,7 @@ def test_standalone_training_leaves_the_callers_random_state():
 
 def test_importing_the_report_keeps_matplotlibs_backend():
     code = (
-        "import matplotlib; matplotlib.use('svg'); import lglsearch.report, lglsearch.cli, lglsearch.search.study; "
+        "import matplotlib; matplotlib.use('svg'); import lglsearch.report, lglsearch.ablate; "
         "print(matplotlib.get_backend())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
