@@ -5,6 +5,9 @@ the shipped spaces on this machine (the host table, resumable), fits the per-cla
 per phone, and writes `latency_tables/<device>.csv/.json`. Usage:
 
     python benchmarks/derive_phone_tables.py --reference-dir ../shared/data/phone-luts [--per-class 300]
+
+Without --reference-dir it reuses each shipped table's stored transfer model: it derives only the
+keys a table lacks and models every row's energy again, timing nothing when no key is missing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ FILES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference-dir", type=Path, required=True)
+    parser.add_argument("--reference-dir", type=Path, help="the phones' nn-Meter LUTs (default: reuse the tables')")
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "latency_tables")
     args = parser.parse_args()
@@ -39,7 +42,7 @@ def main() -> None:
         table = derive_table(
             device,
             keys,
-            reference_path=args.reference_dir / file,
+            reference_path=args.reference_dir / file if args.reference_dir else None,
             space_name="edgevit",
             per_class=args.per_class,
             out=args.out,

@@ -135,7 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         latency, energy = table.cost(arch)
         result |= {"device": table.device, "latency_ms": round(latency, 4)}
         if not math.isnan(energy):
-            result["energy_mj"] = round(energy, 4)
+            result |= {"energy_mj": round(energy, 4), "energy_method": table.meta.get("energy", {}).get("method")}
     result["arch"] = arch.to_dict()
     if args.json:
         print(json.dumps(result))
@@ -149,7 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             f"{table.meta.get('runtime', '?')} {table.meta.get('threads', '?')} thread(s))"
         )
         if "energy_mj" in result:
-            print(f"energy   {result['energy_mj']:.3f} mJ ({table.meta.get('energy_method', 'modelled')})")
+            print(f"energy   {result['energy_mj']:.3f} mJ ({result['energy_method'] or 'as imported'})")
 
 
 def cmd_lut_build(args: argparse.Namespace) -> None:
@@ -217,8 +217,8 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
             f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
             f"within +-5% {100 * h['within_5pct']:3.0f}%  MAPE {100 * h['mape']:.1f}%"
         )
-    energy = table.meta.get("energy", {})
-    print(f"  energy: {energy.get('method')}" + (f" at {energy['power_w']} W" if "power_w" in energy else ""))
+    energy = table.meta["energy"]
+    print(f"  energy: modelled, not measured, at {energy['power_w']} W ({energy['core']['core']})")
 
 
 def cmd_lut_import(args: argparse.Namespace) -> None:
@@ -348,11 +348,24 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 f"{pad}held-out transfer error, {op_class}: {100 * v['within_10pct']:.0f}% within +-10% "
                 f"(n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
-        energy = row.get("energy") or {}
+        _print_energy(row.get("energy") or {}, pad)
+
+
+def _print_energy(energy: dict, pad: str) -> None:
+    """A table's energy provenance: modelled energy with its power figure, core choice and candidates."""
+    if energy.get("method") != "modelled":
         if energy:
-            power = f" from {energy['power_w']} W: {energy.get('power_source')}" if "power_w" in energy else ""
-            why = f" ({energy['why']})" if "why" in energy else ""
-            print(f"{pad}energy: {energy.get('method')}{power}{why}")
+            print(f"{pad}energy: {energy.get('method')}" + (f" ({energy['why']})" if "why" in energy else ""))
+        return
+    print(f"{pad}energy: modelled, not measured, from {energy.get('power_w')} W: {energy.get('power_source')}")
+    for label, key in (("power", "power_method"), ("core", "why_this_core"), ("cross-check", "cross_check")):
+        if energy.get(key):
+            print(f"{pad}  {label}: {energy[key]}")
+    for alt in energy.get("alternatives", []):
+        print(
+            f"{pad}  other candidate core: {alt['core']}, {alt['power_w']} W (energies x{alt['energy_factor']}): "
+            f"{alt['source']}"
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -443,7 +456,9 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     family = pd.read_csv(front)
     refined = f", chosen by the cross-entropy of {len(run.refined)} fine-tuned scores" if run.refined else ""
-    print(f"{len(family)} Pareto-optimal archs on {run.table.device} ({run.seconds:.0f} s{refined}):")
+    energy_method = run.table.meta.get("energy", {}).get("method", "as imported") if run.table.has_energy else ""
+    energy_note = f"; energy {energy_method}" if energy_method else ""
+    print(f"{len(family)} Pareto-optimal archs on {run.table.device} ({run.seconds:.0f} s{refined}{energy_note}):")
     for row in family.itertuples():
         energy = "" if pd.isna(row.energy_mj) else f", {row.energy_mj:.2f} mJ"
         loss = f"  loss {row.refined_loss:.4f}" if run.refined else ""
@@ -590,6 +605,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             f"({row.d_accuracy_pts:+.2f})  "
             f"{row.latency_ms:7.2f} ms ({row.d_latency_pct:+.1f}%){energy}  host {row.host_ms:.2f} ms"
         )
+    energy_method = ablation.meta.get("energy", {}).get("method")
+    if energy_method and energy_method != "none":
+        print(f"energy: {energy_method} (see {out / 'ablation.md'})")
     print(f"ablation: {out / 'ablation.md'}  table: {out / 'ablation.csv'}  plot: {out / 'ablation.png'}")
 
 

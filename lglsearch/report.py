@@ -101,6 +101,11 @@ def _plot(run: SearchRun, trials: pd.DataFrame, front: pd.DataFrame, path: Path)
     atomic_savefig(fig, path)
 
 
+def _energy_method(meta: dict[str, Any]) -> str:
+    """How a table's energy was obtained, in a word or two (modelled, measured, none)."""
+    return str((meta.get("energy") or {}).get("method", "as imported")).split(" (")[0]
+
+
 def _provenance(run: SearchRun) -> list[str]:
     meta, prov = run.table.meta, run.provenance
     lines = [
@@ -115,9 +120,10 @@ def _provenance(run: SearchRun) -> list[str]:
         )
     energy = meta.get("energy") or {}
     if energy.get("method") == "modelled":
+        basis = f"; {energy['power_method']}" if energy.get("power_method") else ""
         lines.append(
             f"- Energy: modelled, not measured: {energy.get('formula')}, {energy.get('power_w')} W "
-            f"({energy.get('power_source')})."
+            f"({energy.get('power_source')}){basis}."
         )
     else:
         lines.append(f"- Energy: none on this device ({energy.get('why', 'the table has no energy_mj')}).")
@@ -198,7 +204,8 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     # stages joined by " / ": a "|" would end the Markdown cell
     shown = front.assign(arch=[str(Arch.from_json(a)).split(": ", 1)[1].replace(" | ", " / ") for a in front["arch"]])
     shown = shown.assign(accuracy=100 * shown["accuracy"], accuracy_se=100 * shown["accuracy_se"])
-    shown = shown.rename(columns={"accuracy": "top-1 %", "accuracy_se": "± se"})
+    energy_column = {"energy_mj": f"energy_mj ({_energy_method(run.table.meta)})"}
+    shown = shown.rename(columns={"accuracy": "top-1 %", "accuracy_se": "± se"} | energy_column)
     if run.refined:
         inherited = 100 * shown.pop("inherited_accuracy")
         shown.insert(2, "inherited top-1 %", inherited)
@@ -213,7 +220,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
                 if preset["in_space"]
                 else "outside the space",
                 "± se": 100 * preset.get("accuracy_se", math.nan),
-                **{c: preset.get(c, math.nan) for c in COLUMNS[2:]},
+                **{energy_column.get(c, c): preset.get(c, math.nan) for c in COLUMNS[2:]},
                 "dominated by": _dominated_by(front, preset, run.objectives),
             }
         )

@@ -39,20 +39,18 @@ def require_shared(path: Path) -> Path:
     pytest.skip(message)
 
 
-def cited_power_w(phone: str) -> float:
-    """Active power (W) of the core `phone`'s reference timings ran on, read from the power facts in
-    ../shared/data/power/README.md: the core from the per-phone table (the `taskset 70` column),
-    its measured one-core average power from the facts table."""
+def profile_power_w(phone: str) -> tuple[float, ...]:
+    """Active power (W) of the candidate cores of `phone`'s reference timings, from the per-core
+    power-profile table of ../shared/data/power/README.md (the "W at 3.85 V" column: one figure,
+    or "A76 / X1" where the mask leaves two candidates)."""
     rows = [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in require_shared(POWER).read_text().splitlines()
         if line.startswith("|")
     ]
-    core = next(row[1] for row in rows if row[0].startswith(phone)).split(" (")[0]  # "Cortex-A78 (cpu4-6)"
-    figure = next(row[1] for row in rows if row[0].startswith(f"{core} @") and "average power" in row[0])
-    value, unit = figure.split()
-    assert unit == "W", figure
-    return float(value)
+    header = next(row for row in rows if row[0] == "phone (SoC)")
+    row = next(row for row in rows if row[0].startswith(phone) and len(row) == len(header))
+    return tuple(float(w) for w in row[header.index("W at 3.85 V")].split(" / "))
 
 
 def reference_layout(name: str) -> tuple[dict[str, tuple[int, ...]], int]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+import lglsearch.cost.power as power
 from lglsearch.cost.derive import PHONES, derive_table
 from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
 from lglsearch.cost.reference import load_reference, reference_class, reference_module
@@ -18,7 +19,7 @@ from lglsearch.cost.table import CostTable, known_devices, shipped_dir
 from lglsearch.cost.transfer import TransferModel
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, load_space
-from tests.conftest import SHARED, cited_power_w, require_shared
+from tests.conftest import SHARED, profile_power_w, require_shared
 
 LUTS = SHARED / "data" / "phone-luts"
 FAST = OrtRunner(warmup=2, runs=8, rounds=2)
@@ -134,13 +135,11 @@ def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     meta = table.meta
     assert meta["method"] == "derived" and "nn-Meter" in meta["source"] and "MIT" in meta["source"]
     assert set(meta["transfer"]["heldout"]) == {"convolutional", "attention", "mlp", "downsampling"}
-    # energy is modelled from the power figure cited in ../shared for the core the Mi 11's timings ran on
-    power_w = cited_power_w("Xiaomi Mi 11")
-    assert meta["energy"]["method"] == "modelled" and meta["energy"]["power_w"] == power_w
-    assert (
-        meta["energy"]["power_source"].startswith("Cortex-A78 @ 2.42 GHz")
-        and f"{power_w} W" in meta["energy"]["power_source"]
-    )
+    # energy is modelled from the power profile of the core the Mi 11's timings ran on (as ../shared cites it)
+    energy = meta["energy"]
+    power_w = energy["power_w"]
+    assert energy["method"] == "modelled" and power_w == pytest.approx(profile_power_w("Xiaomi Mi 11")[0], abs=5e-3)
+    assert energy["power_source"].startswith("Cortex-A78 @ 2419.2 MHz") and "1.88 W" in energy["cross_check"]
     assert np.allclose(table.frame["energy_mj"], table.frame["latency_ms"] * power_w)  # ms x W = mJ
     assert "snapdragon888" in known_devices()
     # the rest of the keys: no reference file, the stored model is reused
@@ -152,25 +151,38 @@ def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     assert latency > 0 and energy == pytest.approx(latency * power_w, rel=1e-5)  # CSV keeps 6 digits
 
 
-def test_phone_without_power_figures_has_no_energy(derive_cache):
+def test_a_phone_without_power_figures_is_refused_before_timing(derive_cache, monkeypatch):
     keys = space_ops(load_space("tiny"))[:6]
-    table = derive_table(
-        "tensor-g1", keys, reference_path=LUTS / "pixel6-tensor-g1.json", space_name="tiny", runner=FAST, per_class=40
-    )
-    assert not table.has_energy and table.meta["energy"]["method"] == "none"
-    with pytest.raises(LglsearchError, match=r"device 'tensor-g1' has no energy figures"):
-        table.require_energy()
+    ref = LUTS / "pixel6-tensor-g1.json"
+    monkeypatch.delitem(power._PHONES, "tensor-g1")
+    with pytest.raises(LglsearchError, match=r"no power figure for phone 'tensor-g1'.*add its core's") as err:
+        derive_table("tensor-g1", keys, reference_path=ref, space_name="tiny", runner=FAST, per_class=40)
+    assert "\n" not in str(err.value)
     with pytest.raises(LglsearchError, match="derivable phones: snapdragon888"):
         derive_table("iphone", keys, reference_path=None, space_name="tiny")
     with pytest.raises(LglsearchError, match="--per-class 5 is too few to fit a class"):  # before any timing
-        derive_table(
-            "tensor-g1",
-            keys,
-            reference_path=LUTS / "pixel6-tensor-g1.json",
-            space_name="tiny",
-            runner=FAST,
-            per_class=5,
-        )
+        derive_table("snapdragon855", keys, reference_path=ref, space_name="tiny", runner=FAST, per_class=5)
+
+
+def test_remodelling_energy_times_nothing_and_keeps_the_latencies(tmp_path, monkeypatch):
+    """A table holding every key gets its energy modelled again without a host table (no timing),
+    and a failed remodelling leaves the table on disk as it was."""
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tables"
+    shipped = CostTable.load("snapdragon821")
+    stale = CostTable("snapdragon821", shipped.frame.drop(columns="energy_mj"), dict(shipped.meta))
+    stale.save(out / "snapdragon821.csv")
+    keys = space_ops(load_space("tiny"))
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(out.parent / "other"))  # the shipped table answers the load
+    table = derive_table("snapdragon821", keys, reference_path=None, space_name="tiny", out=out)
+    assert not (out.parent / "other").exists(), "no host table was built"
+    assert table.frame["latency_ms"].equals(shipped.frame["latency_ms"])
+    assert np.allclose(table.frame["energy_mj"], table.frame["latency_ms"] * table.meta["energy"]["power_w"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.delitem(power._PHONES, "snapdragon821")
+    with pytest.raises(LglsearchError, match="no power figure"):
+        derive_table("snapdragon821", keys, reference_path=None, space_name="tiny", out=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 # -- the shipped tables --------------------------------------------------------------------------
@@ -189,13 +201,16 @@ def test_shipped_phone_tables(device):
         assert heldout["n"] >= 20, op_class
     for space in (load_space(), load_space("tiny")):
         assert not table.missing(space_ops(space))
+    # energy: modelled from the power profile of the core it ran on, every candidate core named
+    energy = meta["energy"]
+    cited = profile_power_w(PHONES[device].phone)
+    named = [energy["power_w"], *(alt["power_w"] for alt in energy.get("alternatives", []))]
+    assert energy["method"] == "modelled" and sorted(named) == pytest.approx(sorted(cited), abs=5e-3)
+    assert "power_profile.xml" in energy["power_source"] and energy["why_this_core"]
     for arch in PRESETS.values():
         assert not table.missing(arch_ops(arch))
-        latency, energy = table.cost(arch)
-        if device == "snapdragon888":  # modelled from the cited power of the core it ran on (ms x W = mJ)
-            assert latency > 0 and energy == pytest.approx(latency * cited_power_w("Xiaomi Mi 11"), rel=1e-5)
-        else:
-            assert latency > 0 and np.isnan(energy)
+        latency, joules = table.cost(arch)
+        assert latency > 0 and joules == pytest.approx(latency * energy["power_w"], rel=1e-5)  # ms x W = mJ
     # bigger presets cost more on every phone
     costs = [table.latency(PRESETS[n]) for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")]
     assert costs == sorted(costs)
@@ -227,8 +242,9 @@ def test_cli_derive_and_predict_on_phones(derive_cache, capsys):
     arch = load_space("tiny").largest()
     assert main(["predict", "--device", "snapdragon888", "--arch", arch.to_json(), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    power_w = cited_power_w("Xiaomi Mi 11")
-    assert data["latency_ms"] > 0 and data["energy_mj"] == pytest.approx(power_w * data["latency_ms"], rel=1e-3)
+    power_w = profile_power_w("Xiaomi Mi 11")[0]
+    assert data["latency_ms"] > 0 and data["energy_mj"] == pytest.approx(power_w * data["latency_ms"], rel=5e-3)
+    assert data["energy_method"] == "modelled"
 
 
 def test_predict_presets_on_the_shipped_phone_table(capsys, tmp_path, monkeypatch):
@@ -242,4 +258,6 @@ def test_predict_presets_on_the_shipped_phone_table(capsys, tmp_path, monkeypatc
     table = CostTable.load(shipped_dir() / "snapdragon888.csv")
     assert (data["latency_ms"], data["energy_mj"]) == pytest.approx(table.cost(PRESETS["edgevit_xxs"]), rel=1e-4)
     assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs", "--json"]) == 0
-    assert "energy_mj" not in json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["energy_method"] == "modelled"
+    assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs"]) == 0
+    assert "mJ (modelled)" in capsys.readouterr().out

@@ -5,8 +5,10 @@
 2. Fit the per-class transfer model on (host ms, phone ms) pairs, holding out a part.
 3. Time the parts of every EdgeViT op key of the space on this machine (SelfAttn split into its
    attention and MLP halves) and transfer each part with its class's model.
-4. Model energy from the cited active power of the cores the latency refers to, where such a
-   figure exists (`../shared/data/power/README.md`), and label it modelled.
+4. Model energy of every row from the power-profile figure of the core the latency refers to
+   (`lglsearch.cost.power`, one method for every phone), and label it modelled.
+
+A failed derivation writes nothing: the table is saved once, whole, at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 
 from lglsearch.cost.build import load_or_build_host
 from lglsearch.cost.ops import op_input_shape, op_module, op_parts
+from lglsearch.cost.power import PhonePower, phone_power
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, user_tables_dir
@@ -43,23 +46,10 @@ class Phone:
     phone: str
     soc: str
     cores: str
-    power_w: float | None = None
-    power_source: str = ""
 
-
-_A78_SOURCE = (
-    "Cortex-A78 @ 2.42 GHz, one core busy, 1.88 W average (Xiaomi Mi 11, SPECint2006; Golden Reviewer's "
-    "measurements as reported by tekfiz.com/2021/01/first-snapdragon-888-benchmarks.html; trust medium)"
-)
 
 PHONES: dict[str, Phone] = {
-    "snapdragon888": Phone(
-        "Xiaomi Mi 11",
-        "Qualcomm Snapdragon 888",
-        "one Cortex-A78 core (cores 4-6 by taskset 70)",
-        1.88,
-        _A78_SOURCE,
-    ),
+    "snapdragon888": Phone("Xiaomi Mi 11", "Qualcomm Snapdragon 888", "one Cortex-A78 core (cores 4-6 by taskset 70)"),
     "snapdragon855": Phone(
         "Google Pixel 4",
         "Qualcomm Snapdragon 855",
@@ -76,8 +66,13 @@ PHONES: dict[str, Phone] = {
         "one Kryo core (taskset 70 names cores 4-6, which this 4-core SoC lacks: the cores used are not recorded)",
     ),
 }
-"""The phones of the shipped reference measurements. Energy only where a cited power figure of the
-cores exists (Snapdragon 888's A78); the others carry latency only."""
+"""The phones of the shipped reference measurements (their power figures: `lglsearch.cost.power`)."""
+
+
+def with_modelled_energy(table: CostTable, power: PhonePower) -> CostTable:
+    """`table` with every row's energy modelled from its latency (ms x W = mJ) and labelled so."""
+    frame = table.frame.assign(energy_mj=table.frame["latency_ms"] * power.used.watts)
+    return CostTable(table.device, frame, dict(table.meta, energy=power.to_meta()))
 
 
 def _sample_reference(reference: dict[str, float], per_class: int, seed: int) -> list[str]:
@@ -126,8 +121,7 @@ def derive_table(
     else reuses the one stored with the device's existing table."""
     if device not in PHONES:
         raise LglsearchError(f"no reference phone named {device!r}; derivable phones: {', '.join(PHONES)}")
-    phone = PHONES[device]
-    host_keys = sorted({part for key in keys for part, _ in op_parts(key)})
+    phone, power = PHONES[device], phone_power(device)  # a missing power figure stops it before any timing
     if reference_path is not None:
         if not 0 < holdout < 1:
             raise LglsearchError(f"--holdout must be in (0, 1), got {holdout}")
@@ -139,7 +133,7 @@ def derive_table(
         reference = load_reference(reference_path)
         sample = _sample_reference(reference, per_class, seed)
         ref_keys = [f"ref:{k}" for k in sample]
-        host = load_or_build_host([*ref_keys, *host_keys], runner=runner)
+        host = load_or_build_host([*ref_keys, *_host_keys(keys)], runner=runner)
         pairs = pd.DataFrame(
             [
                 _features(r) | {"host_ms": host.op_latency(r), "op_class": reference_class(k), "phone_ms": reference[k]}
@@ -153,11 +147,13 @@ def derive_table(
         if "transfer" not in table.meta:
             raise LglsearchError(f"the {device} table has no stored transfer model; derive it with --reference FILE")
         model = TransferModel.from_dict(table.meta["transfer"])
-        host = load_or_build_host(host_keys, runner=runner)
-    rows = derive_keys(table.missing(keys), model, host).to_frame()
-    if phone.power_w is not None:
-        rows["energy_mj"] = rows["latency_ms"] * phone.power_w  # ms x W = mJ
-    table = table.with_rows(rows)
+        host = None
+    missing = table.missing(keys)
+    if missing:
+        # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
+        host = host or load_or_build_host(_host_keys(missing), runner=runner)
+        table = table.with_rows(derive_keys(missing, model, host).to_frame())
+    table = with_modelled_energy(table, power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -166,8 +162,12 @@ def derive_table(
     return table
 
 
+def _host_keys(keys: Sequence[str]) -> list[str]:
+    return sorted({part for key in keys for part, _ in op_parts(key)})
+
+
 def _meta(device: str, phone: Phone, file: str, model: TransferModel, n_pairs: int, host: CostTable) -> dict:
-    meta = {
+    return {
         "description": f"{phone.phone} ({phone.soc}), {phone.cores}",
         "phone": phone.phone,
         "soc": phone.soc,
@@ -183,13 +183,3 @@ def _meta(device: str, phone: Phone, file: str, model: TransferModel, n_pairs: i
         "transfer": model.to_dict(),
         "reference_pairs": n_pairs,
     }
-    if phone.power_w is not None:
-        meta["energy"] = {
-            "method": "modelled",
-            "formula": "energy_mj = latency_ms x active power of the core (W)",
-            "power_w": phone.power_w,
-            "power_source": phone.power_source,
-        }
-    else:
-        meta["energy"] = {"method": "none", "why": "no cited power figure for these cores in the power facts used"}
-    return meta
