@@ -16,8 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
-from lglsearch.cost.derive import derive_table
+from lglsearch.cost.derive import derive_table, with_coverage
 from lglsearch.cost.ops import space_ops
+from lglsearch.cost.transfer import TransferModel
 from lglsearch.space import PRESETS, load_space
 
 FILES = {
@@ -48,6 +49,10 @@ def main() -> None:
             out=args.out,
         )
         table.meta["spaces"] = [s.name for s in spaces]
+        table.meta["coverage"] = {}  # derive_table checked the union of the spaces' keys: check each space
+        model = TransferModel.from_dict(table.meta["transfer"])
+        for space in spaces:
+            table = with_coverage(table, model, space_ops(space), space.name)
         table.save(args.out / f"{device}.csv")
         print(f"\n{device}: {len(table)} entries in {time.perf_counter() - start:.0f} s; held-out transfer error:")
         print("| class | n | within +-10% | within +-5% | MAPE |")
@@ -57,6 +62,14 @@ def main() -> None:
                 f"| {op_class} | {h['n']} | {100 * h['within_10pct']:.0f}% | {100 * h['within_5pct']:.0f}% | "
                 f"{100 * h['mape']:.1f}% |"
             )
+        for kind, e in sorted(table.meta["transfer"].get("leave_one_kind_out", {}).items()):
+            print(
+                f"leave {kind} out ({e['op_class']}, fitted on {'+'.join(e['fitted_on'])}): n={e['n']}, "
+                f"{100 * e['within_10pct']:.0f}% within +-10%, {100 * e['within_20pct']:.0f}% within +-20%, "
+                f"MAPE {100 * e['mape']:.1f}%, {100 * e['outside_range']:.0f}% outside the fitted range"
+            )
+        for name, cover in table.meta["coverage"].items():
+            print(f"{name}: {cover['keys_outside']} of {cover['keys']} op keys outside the fitted range")
         for name, arch in PRESETS.items():
             latency, energy = table.cost(arch)
             print(f"{name}: {latency:.2f} ms" + ("" if energy != energy else f", {energy:.2f} mJ"))

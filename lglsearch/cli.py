@@ -116,6 +116,7 @@ def _train_config(args: argparse.Namespace, space: str | None = None):  # -> Tra
 def cmd_predict(args: argparse.Namespace) -> None:
     import math
 
+    from lglsearch.cost.coverage import extrapolated
     from lglsearch.cost.ops import arch_ops
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
@@ -136,6 +137,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         result |= {"device": table.device, "latency_ms": round(latency, 4)}
         if not math.isnan(energy):
             result |= {"energy_mj": round(energy, 4), "energy_method": table.meta.get("energy", {}).get("method")}
+        outside = extrapolated(table, arch)
+        if outside is not None:  # ops priced by clamped extrapolation, where the held-out error does not speak
+            result["outside_fitted_range"] = outside
     result["arch"] = arch.to_dict()
     if args.json:
         print(json.dumps(result))
@@ -150,6 +154,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         )
         if "energy_mj" in result:
             print(f"energy   {result['energy_mj']:.3f} mJ ({result['energy_method'] or 'as imported'})")
+        if result.get("outside_fitted_range", {}).get("ops"):
+            outside = result["outside_fitted_range"]
+            print(
+                f"note     {len(outside['ops'])} op(s), {100 * outside['latency_share']:.1f}% of the latency, priced "
+                "outside the transfer model's fitted range (extrapolated; see `lglsearch devices`)"
+            )
 
 
 def cmd_lut_build(args: argparse.Namespace) -> None:
@@ -217,6 +227,9 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
             f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
             f"within +-5% {100 * h['within_5pct']:3.0f}%  MAPE {100 * h['mape']:.1f}%"
         )
+    transfer = table.meta["transfer"]
+    coverage = {space.name: table.meta["coverage"][space.name]}
+    _print_transfer_reach({"leave_one_kind_out": transfer.get("leave_one_kind_out"), "coverage": coverage}, "  ")
     energy = table.meta["energy"]
     print(f"  energy: modelled, not measured, at {energy['power_w']} W ({energy['core']['core']})")
 
@@ -324,7 +337,12 @@ def cmd_devices(args: argparse.Namespace) -> None:
                     "energy",
                 )
             }
-            | {"path": str(path), "heldout": meta.get("transfer", {}).get("heldout")}
+            | {
+                "path": str(path),
+                "heldout": meta.get("transfer", {}).get("heldout"),
+                "leave_one_kind_out": meta.get("transfer", {}).get("leave_one_kind_out"),
+                "coverage": meta.get("coverage"),
+            }
         )
     if args.json:
         print(json.dumps(rows))
@@ -348,7 +366,33 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 f"{pad}held-out transfer error, {op_class}: {100 * v['within_10pct']:.0f}% within +-10% "
                 f"(n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
+        if row.get("heldout"):
+            _print_transfer_reach(row, pad)
         _print_energy(row.get("energy") or {}, pad)
+
+
+def _print_transfer_reach(row: dict, pad: str) -> None:
+    """A derived table's leave-one-kind-out error and its keys outside the fitted range."""
+    kinds = row.get("leave_one_kind_out") or {}
+    if not kinds:
+        print(f"{pad}leave-one-kind-out error: not measured (derive the table again with --reference)")
+    for kind, v in sorted(kinds.items()):
+        print(
+            f"{pad}leave-one-kind-out, {kind} ({v['op_class']}) predicted from {'+'.join(v['fitted_on'])}: "
+            f"{100 * v['within_10pct']:.0f}% within +-10%, {100 * v['within_20pct']:.0f}% within +-20% (n={v['n']}), "
+            f"MAPE {100 * v['mape']:.1f}%"
+        )
+    for space, c in sorted((row.get("coverage") or {}).items()):
+        classes = ", ".join(
+            f"{op_class} {e['outside']}/{e['parts']} ({', '.join(e['features'])})"
+            for op_class, e in c["by_class"].items()
+            if e["outside"]
+        )
+        print(
+            f"{pad}outside the fitted range in {space}: {c['keys_outside']} of {c['keys']} op keys "
+            f"({100 * c['share_outside']:.0f}%, priced by extrapolation); parts: {classes or 'none'}; host time "
+            f"checked on {c['host_ms_checked']}"
+        )
 
 
 def _print_energy(energy: dict, pad: str) -> None:

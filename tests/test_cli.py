@@ -103,6 +103,7 @@ def test_lut_build_predict_validate_devices(capsys, tmp_path, monkeypatch):
     code, out, _ = run(capsys, "predict", "--device", "host", "--arch", arch.to_json(), "--json")
     data = json.loads(out)
     assert code == 0 and data["device"] == "host" and data["latency_ms"] > 0 and "energy_mj" not in data
+    assert "outside_fitted_range" not in data  # measured, not transferred: nothing extrapolated
 
     code, out, err = run(
         capsys, "lut", "validate", "--space", "tiny", "--archs", "3", "--runs", "4", "--rounds", "1", "--json"

@@ -16,7 +16,7 @@ from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
 from lglsearch.cost.reference import load_reference, reference_class, reference_module
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, known_devices, shipped_dir
-from lglsearch.cost.transfer import TransferModel
+from lglsearch.cost.transfer import FEATURES, TransferModel
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, load_space
 from tests.conftest import SHARED, profile_power_w, require_shared
@@ -111,6 +111,55 @@ def test_transfer_model_recovers_a_known_law():
         model.predict("downsampling", features)
 
 
+def _law_pairs(rng: np.random.Generator, kind: str, op_class: str, n: int, b: tuple, dw: float = 0.0) -> pd.DataFrame:
+    f = pd.DataFrame(
+        {
+            "host_ms": rng.uniform(0.05, 5, n),
+            "macs": rng.uniform(1e5, 1e8, n),
+            "bytes": rng.uniform(1e4, 1e7, n),
+            "dw_macs": np.full(n, dw),
+            "layers": rng.integers(3, 12, n).astype(float),
+        }
+    )
+    log_phone = b[0] + b[1] * np.log(f.host_ms) + b[2] * np.log1p(f.macs) + b[3] * f.layers
+    return f.assign(kind=kind, op_class=op_class, phone_ms=np.exp(log_phone))
+
+
+def test_leave_one_kind_out_predicts_kin_and_exposes_a_stranger():
+    """A kind that follows its class's law is predicted from the class's other kinds; a class of one
+    kind is predicted from all the other kinds, and a law they do not share shows as a large error."""
+    rng = np.random.default_rng(3)
+    conv_law, attn_law = (0.2, 0.9, 0.02, 0.01), (1.5, 0.5, -0.05, 0.08)
+    pairs = pd.concat(
+        [
+            _law_pairs(rng, "conv", "convolutional", 120, conv_law),
+            _law_pairs(rng, "firstconv", "convolutional", 40, conv_law),
+            _law_pairs(rng, "transffn", "mlp", 80, conv_law),
+            _law_pairs(rng, "transattn", "attention", 80, attn_law, dw=1e6),  # dw MACs no other kind has
+        ],
+        ignore_index=True,
+    )
+    model = TransferModel.fit(pairs, holdout=0.25)
+    out = model.kinds_out
+    assert set(out) == {"conv", "firstconv", "transffn", "transattn"}
+    assert out["firstconv"]["fitted_on"] == ["conv"] and out["firstconv"]["n"] == 40
+    assert out["firstconv"]["within_10pct"] > 0.9 and out["firstconv"]["outside_range"] < 0.2
+    stranger = out["transattn"]
+    assert stranger["fitted_on"] == ["conv", "firstconv", "transffn"] and stranger["op_class"] == "attention"
+    assert stranger["outside_range"] == 1.0 and stranger["within_20pct"] < 0.5
+    assert model.heldout["attention"]["within_5pct"] == 1.0  # the random split does not see it
+    again = TransferModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.kinds_out == out
+    # how far a feature lies outside the fitted range, in its own units
+    lo, hi = model.ranges["attention"]
+    mid = (np.asarray(lo) + np.asarray(hi)) / 2
+    values = [np.exp(mid[0]), np.expm1(mid[1]), np.exp(mid[2]), np.expm1(mid[3]), mid[4]]
+    inside = dict(zip(FEATURES, values, strict=True))
+    assert model.outside("attention", inside) == {}
+    far = model.outside("attention", inside | {"dw_macs": 0.0, "layers": hi[4] + 3})
+    assert far == pytest.approx({"log(1+dw MACs)": lo[3], "layers": 3.0})
+
+
 def test_selfattn_parts_hold_the_whole_block():
     key = "self_attn:c=64,h=2,sr=2,r=4,hw=16,s=pick,p=tconv"
     whole = sum(p.numel() for p in op_module(key).parameters())
@@ -142,6 +191,16 @@ def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     assert energy["power_source"].startswith("Cortex-A78 @ 2419.2 MHz") and "1.88 W" in energy["cross_check"]
     assert np.allclose(table.frame["energy_mj"], table.frame["latency_ms"] * power_w)  # ms x W = mJ
     assert "snapdragon888" in known_devices()
+    # leave-one-kind-out: each sampled kind predicted by a fit that never saw it
+    kinds = meta["transfer"]["leave_one_kind_out"]
+    assert {"conv", "transds", "transattn", "transffn"} <= set(kinds)
+    assert kinds["transattn"]["n"] == 40 and "transattn" not in kinds["transattn"]["fitted_on"]
+    # every derived key is checked against the fitted ranges, the host times of its parts included
+    cover = meta["coverage"]["tiny"]
+    assert cover["keys"] == 20 and table.frame["outside_range"].notna().all()
+    checked, _, parts, _ = cover["host_ms_checked"].split()
+    assert checked == parts  # the derivation timed every part on this machine
+    assert cover["share_outside"] == pytest.approx(np.mean(table.frame["outside_range"] > 0))
     # the rest of the keys: no reference file, the stored model is reused
     again = derive_table("snapdragon888", keys, reference_path=None, space_name="tiny", runner=FAST)
     assert len(again) == len(keys) and again.meta["transfer"]["coef"] == meta["transfer"]["coef"]
@@ -211,6 +270,13 @@ def test_shipped_phone_tables(device):
         assert not table.missing(arch_ops(arch))
         latency, joules = table.cost(arch)
         assert latency > 0 and joules == pytest.approx(latency * energy["power_w"], rel=1e-5)  # ms x W = mJ
+    # every key is checked against the fitted ranges, for each shipped space; an EdgeViT attention
+    # part has depthwise MACs, which no fitted attention block has: every SelfAttn key is outside
+    for space in (load_space(), load_space("tiny")):
+        cover, keys = meta["coverage"][space.name], space_ops(space)
+        assert cover["keys"] == len(keys) and table.frame.loc[keys, "outside_range"].notna().all()
+        assert cover["by_class"]["attention"]["share_outside"] == 1.0
+        assert all(table.frame.at[k, "outside_range"] > 0 for k in keys if k.startswith("self_attn"))
     # bigger presets cost more on every phone
     costs = [table.latency(PRESETS[n]) for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")]
     assert costs == sorted(costs)
@@ -260,4 +326,12 @@ def test_predict_presets_on_the_shipped_phone_table(capsys, tmp_path, monkeypatc
     assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["energy_method"] == "modelled"
     assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs"]) == 0
-    assert "mJ (modelled)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mJ (modelled)" in printed and "outside the transfer model's fitted range" in printed
+    # the keys priced by extrapolation are named, with their share of the latency
+    outside = data["outside_fitted_range"]
+    ops = arch_ops(PRESETS["edgevit_xxs"])
+    assert outside["ops"] == sorted({k for k in ops if table.frame.at[k, "outside_range"] > 0})
+    assert any(k.startswith("self_attn") for k in outside["ops"]) and 0 < outside["latency_share"] < 1
+    share = sum(table.op_latency(k) for k in ops if k in outside["ops"]) / data["latency_ms"]
+    assert outside["latency_share"] == pytest.approx(share, rel=1e-3)

@@ -5,7 +5,9 @@
 2. Fit the per-class transfer model on (host ms, phone ms) pairs, holding out a part.
 3. Time the parts of every EdgeViT op key of the space on this machine (SelfAttn split into its
    attention and MLP halves) and transfer each part with its class's model.
-4. Model energy of every row from the power-profile figure of the core the latency refers to
+4. Check every op key's parts against the fitted ranges (`coverage`): a key priced outside them
+   is marked in the table (`outside_range`) and the share of such keys is in its metadata.
+5. Model energy of every row from the power-profile figure of the core the latency refers to
    (`lglsearch.cost.power`, one method for every phone), and label it modelled.
 
 A failed derivation writes nothing: the table is saved once, whole, at the end.
@@ -14,7 +16,6 @@ A failed derivation writes nothing: the table is saved once, whole, at the end.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost.build import load_or_build_host
-from lglsearch.cost.ops import op_input_shape, op_module, op_parts
+from lglsearch.cost.build import load_device_table, load_or_build_host
+from lglsearch.cost.coverage import COLUMN, part_features, range_coverage
+from lglsearch.cost.ops import op_parts
 from lglsearch.cost.power import PhonePower, phone_power
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
+from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
-from lglsearch.cost.table import CostTable, user_tables_dir
-from lglsearch.cost.transfer import TransferModel, module_features
+from lglsearch.cost.table import HOST, CostTable, user_tables_dir
+from lglsearch.cost.transfer import TransferModel
 from lglsearch.errors import LglsearchError
 
-__all__ = ["PHONES", "Phone", "derive_keys", "derive_table"]
+__all__ = ["PHONES", "Phone", "derive_keys", "derive_table", "with_coverage", "with_modelled_energy"]
 
 NN_METER = (
     "nn-Meter (github.com/microsoft/nn-Meter, MIT License, Copyright (c) Microsoft Corporation), branch "
@@ -88,18 +90,13 @@ def _sample_reference(reference: dict[str, float], per_class: int, seed: int) ->
     return sample
 
 
-@functools.cache
-def _features(key: str) -> dict[str, float]:
-    return module_features(op_module(key), op_input_shape(key))
-
-
 def derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
     """Phone latency (ms) of op keys: each part's host time transferred with its class's model."""
     latency = {}
     for key in keys:
         total = 0.0
         for part, op_class in op_parts(key):
-            features = _features(part) | {"host_ms": host.op_latency(part)}
+            features = part_features(part) | {"host_ms": host.op_latency(part)}
             total += float(model.predict(op_class, features)[0])
         latency[key] = total
     return pd.Series(latency, name="latency_ms")
@@ -136,7 +133,9 @@ def derive_table(
         host = load_or_build_host([*ref_keys, *_host_keys(keys)], runner=runner)
         pairs = pd.DataFrame(
             [
-                _features(r) | {"host_ms": host.op_latency(r), "op_class": reference_class(k), "phone_ms": reference[k]}
+                part_features(r)
+                | {"host_ms": host.op_latency(r), "phone_ms": reference[k]}
+                | {"op_class": reference_class(k), "kind": reference_kind(k)}
                 for k, r in zip(sample, ref_keys, strict=True)
             ]
         )
@@ -153,13 +152,30 @@ def derive_table(
         # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
         host = host or load_or_build_host(_host_keys(missing), runner=runner)
         table = table.with_rows(derive_keys(missing, model, host).to_frame())
-    table = with_modelled_energy(table, power)
+    table = with_modelled_energy(with_coverage(table, model, keys, space_name, host), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     # a user's derived table goes to the user cache, where it shadows a shipped table of that name
     table.save((out or user_tables_dir()) / f"{device}.csv")
     return table
+
+
+def with_coverage(
+    table: CostTable, model: TransferModel, keys: Sequence[str], space_name: str, host: CostTable | None = None
+) -> CostTable:
+    """`table` with `keys` checked against the model's fitted ranges: per key the count of part
+    features outside them (column `outside_range`), and the space's summary in `meta["coverage"]`.
+    Host times come from the host table as it stands (none measured: a part without one is left
+    unchecked on host time, and the summary says so)."""
+    host = host or load_device_table(HOST, [], measure=False)
+    host_ms = {part: host.op_latency(part) for part in _host_keys(keys) if part in host}
+    outside, summary = range_coverage(model, keys, host_ms)
+    frame = table.frame.copy()
+    frame.loc[outside.index, COLUMN] = outside
+    summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"
+    meta = dict(table.meta, coverage={**table.meta.get("coverage", {}), space_name: summary})
+    return CostTable(table.device, frame, meta)
 
 
 def _host_keys(keys: Sequence[str]) -> list[str]:

@@ -11,11 +11,12 @@ __all__ = ["error_summary"]
 
 
 def error_summary(predicted: Any, measured: Any) -> dict[str, Any]:
-    """n, fraction within +-10% and +-5%, mean absolute and mean relative error, Spearman rho."""
+    """n, fraction within +-20%, +-10% and +-5%, mean absolute and mean relative error, Spearman rho."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
     error = predicted / measured - 1
     return {
         "n": len(measured),
+        "within_20pct": float(np.mean(np.abs(error) <= 0.20)),
         "within_10pct": float(np.mean(np.abs(error) <= 0.10)),
         "within_5pct": float(np.mean(np.abs(error) <= 0.05)),
         "mape": float(np.mean(np.abs(error))),

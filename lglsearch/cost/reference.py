@@ -20,7 +20,7 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 
-__all__ = ["OP_CLASSES", "load_reference", "reference_class", "reference_module"]
+__all__ = ["OP_CLASSES", "load_reference", "reference_class", "reference_kind", "reference_module"]
 
 OP_CLASSES = ("convolutional", "attention", "mlp", "downsampling")
 
@@ -42,6 +42,11 @@ def _parse(key: str) -> tuple[str, list[int]]:
             f"unknown reference block {key!r}; expected nn-Meter keys such as 'transattn_16_48_hard_swish_2_ln'"
         )
     return kind, [int(g) if g.isdigit() else int(g == "se") for g in match.groups()]
+
+
+def reference_kind(key: str) -> str:
+    """The nn-Meter block kind of a reference key: conv, firstconv, mbpool, transds, transattn, transffn."""
+    return _parse(key)[0]
 
 
 def reference_class(key: str) -> str:

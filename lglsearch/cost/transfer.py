@@ -12,6 +12,8 @@ the runtimes' different cost per layer. Of the forms tried on the Snapdragon 888
 one held >= 90% of held-out convolutional blocks within +-10% (the first three terms alone:
 74-80%). Features are clipped to the range seen in fitting, so that the squares never extrapolate
 far. A random part of the pairs is held out; the held-out error is what a derived table reports.
+Beside it, the leave-one-kind-out error: each reference kind (conv, transattn, ...) predicted by a
+fit that never saw it, which is what pricing an EdgeViT op, a kind the fit never saw, amounts to.
 The coefficients are stored with the table, so that op keys of another space can be derived
 later without refitting.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,13 @@ from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.reference import OP_CLASSES
 from lglsearch.errors import LglsearchError
 
-__all__ = ["FEATURES", "TransferModel", "module_features"]
+__all__ = ["FEATURES", "RAW_FEATURES", "TransferModel", "leave_one_kind_out", "module_features"]
 
 FEATURES = ("host_ms", "macs", "bytes", "dw_macs", "layers")
 """What a block is described by (`module_features` gives all but the host time)."""
+
+RAW_FEATURES = ("log host_ms", "log(1+MACs)", "log bytes", "log(1+dw MACs)", "layers")
+"""The features as the fit sees them (and as its ranges and distances outside them are given)."""
 
 FORM = (
     "log(phone_ms) = b . [1, log host_ms, log(1+MACs), log bytes, log(1+dw MACs), layers, (log host_ms)^2, "
@@ -82,6 +87,38 @@ def _design(raw: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones(len(raw)), raw, host**2, macs**2, nbytes**2, macs * nbytes])
 
 
+def _fit(raw: np.ndarray, phone_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coefficients, lower and upper feature bounds) of a least-squares fit on raw features."""
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    beta = np.linalg.lstsq(_design(np.clip(raw, lo, hi)), np.log(phone_ms), rcond=None)[0]
+    return beta, lo, hi
+
+
+def leave_one_kind_out(pairs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per reference kind (column `kind`), the error of predicting it from a fit without it.
+
+    The fit is the kind's own class fitted on that class's other kinds where they are enough; a
+    class of one kind (attention, mlp and downsampling each are one nn-Meter kind) has none, so
+    all other kinds are fitted as one class: the only way this form can price a kind of a class it
+    never saw. Predictions clip to the fit's range, as the tables' do; `outside_range` is the
+    share of the kind's blocks with a feature outside it.
+    """
+    result = {}
+    for kind, test in pairs.groupby("kind"):
+        rest = pairs[pairs["kind"] != kind]
+        same = rest[rest["op_class"] == test["op_class"].iloc[0]]
+        train = same if len(same) >= _fit_pairs() else rest
+        beta, lo, hi = _fit(_raw(train), train["phone_ms"].to_numpy())
+        raw = _raw(test)
+        predicted = np.exp(_design(np.clip(raw, lo, hi)) @ beta)
+        result[str(kind)] = error_summary(predicted, test["phone_ms"].to_numpy()) | {
+            "op_class": str(test["op_class"].iloc[0]),
+            "fitted_on": sorted(train["kind"].unique().tolist()),
+            "outside_range": float(np.mean(((raw < lo) | (raw > hi)).any(axis=1))),
+        }
+    return result
+
+
 @dataclass(frozen=True)
 class TransferModel:
     """Per-class coefficients, feature ranges and held-out errors."""
@@ -90,6 +127,8 @@ class TransferModel:
     heldout: Mapping[str, Mapping[str, float]]
     ranges: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]
     """Per class, the (min, max) of each raw feature in the fit: predictions clip to it."""
+    kinds_out: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per reference kind, the leave-one-kind-out error (`leave_one_kind_out`); empty if not measured."""
 
     @staticmethod
     def pairs_needed(holdout: float) -> int:
@@ -99,7 +138,8 @@ class TransferModel:
 
     @classmethod
     def fit(cls, pairs: pd.DataFrame, *, holdout: float = 0.2, seed: int = 0) -> TransferModel:
-        """Fit on `pairs` (columns op_class, phone_ms and FEATURES), holding out a part."""
+        """Fit on `pairs` (columns op_class, phone_ms and FEATURES), holding out a part; with a `kind`
+        column, also measure the leave-one-kind-out error."""
         if not 0 < holdout < 1:
             raise LglsearchError(f"holdout must be in (0, 1), got {holdout}")
         rng = np.random.default_rng(seed)
@@ -111,14 +151,13 @@ class TransferModel:
                     f"too few reference pairs of class {op_class} ({len(group)}) to fit and hold out; "
                     "time more (--per-class)"
                 )
-            raw = _raw(group)
-            lo, hi = raw[~test].min(axis=0), raw[~test].max(axis=0)
-            X, y = _design(np.clip(raw, lo, hi)), np.log(group["phone_ms"].to_numpy())
-            beta = np.linalg.lstsq(X[~test], y[~test], rcond=None)[0]
+            raw, phone_ms = _raw(group), group["phone_ms"].to_numpy()
+            beta, lo, hi = _fit(raw[~test], phone_ms[~test])
             coef[op_class] = tuple(float(b) for b in beta)
             ranges[op_class] = (tuple(lo.tolist()), tuple(hi.tolist()))
-            heldout[op_class] = error_summary(np.exp(X[test] @ beta), np.exp(y[test]))
-        return cls(coef, heldout, ranges)
+            heldout[op_class] = error_summary(np.exp(_design(np.clip(raw[test], lo, hi)) @ beta), phone_ms[test])
+        kinds_out = leave_one_kind_out(pairs) if "kind" in pairs else {}
+        return cls(coef, heldout, ranges, kinds_out)
 
     def predict(self, op_class: str, features: Mapping[str, Any]) -> np.ndarray:
         """Phone ms of blocks of `op_class` described by `features` (each of FEATURES)."""
@@ -127,6 +166,14 @@ class TransferModel:
         lo, hi = self.ranges[op_class]
         return np.exp(_design(np.clip(_raw(features), lo, hi)) @ np.asarray(self.coef[op_class]))
 
+    def outside(self, op_class: str, features: Mapping[str, Any]) -> dict[str, float]:
+        """How far each raw feature (RAW_FEATURES, in its own units) lies outside the class's fitted
+        range: only the features outside it, each by its distance to the nearest bound."""
+        lo, hi = (np.asarray(b) for b in self.ranges[op_class])
+        raw = _raw(features)[0]
+        beyond = np.maximum(lo - raw, raw - hi)
+        return {name: float(d) for name, d in zip(RAW_FEATURES, beyond, strict=True) if d > 1e-9}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "form": FORM,
@@ -134,6 +181,7 @@ class TransferModel:
             "coef": {k: list(v) for k, v in self.coef.items()},
             "ranges": {k: [list(lo), list(hi)] for k, (lo, hi) in self.ranges.items()},
             "heldout": {k: dict(v) for k, v in self.heldout.items()},
+            "leave_one_kind_out": {k: dict(v) for k, v in self.kinds_out.items()},
         }
 
     @classmethod
@@ -147,4 +195,4 @@ class TransferModel:
         width = _design(np.ones((1, len(FEATURES)))).shape[1]
         if set(coef) - set(OP_CLASSES) or set(coef) != set(ranges) or any(len(v) != width for v in coef.values()):
             raise malformed
-        return cls(coef, data.get("heldout", {}), ranges)
+        return cls(coef, data.get("heldout", {}), ranges, data.get("leave_one_kind_out", {}))
