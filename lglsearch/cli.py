@@ -162,6 +162,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
             )
 
 
+def _bench(args: argparse.Namespace, threads: int, cpu_mask: str | None):  # -> BenchmarkCommand
+    """The on-phone benchmark command of `lut build --adb` and `lut validate --adb`, from their options."""
+    from lglsearch.cost.adb import DEFAULT_COMMAND, DEFAULT_PARSE, BenchmarkCommand
+
+    return BenchmarkCommand(
+        template=args.bench_command or DEFAULT_COMMAND,
+        parse=args.bench_parse or DEFAULT_PARSE,
+        binary=args.bench_binary,
+        threads=threads,
+        runs=args.runs,
+        cpu_mask=cpu_mask,
+    )
+
+
 def cmd_lut_build(args: argparse.Namespace) -> None:
     from lglsearch.cost.build import build_table
     from lglsearch.cost.ops import space_ops
@@ -171,23 +185,14 @@ def cmd_lut_build(args: argparse.Namespace) -> None:
     space = _space(args.space)
     keys = space_ops(space)
     if args.adb:
-        from lglsearch.cost.adb import DEFAULT_COMMAND, DEFAULT_PARSE, AdbPhone, BenchmarkCommand
+        from lglsearch.cost.adb import AdbPhone
         from lglsearch.cost.build import build_phone_table
 
-        bench = BenchmarkCommand(
-            template=args.bench_command or DEFAULT_COMMAND,
-            parse=args.bench_parse or DEFAULT_PARSE,
-            binary=args.bench_binary,
-            threads=args.threads,
-            runs=args.runs,
-            cpu_mask=args.cpu_mask,
-        )
-        phone = AdbPhone(args.adb, adb=args.adb_path)
         report = build_phone_table(
             args.device,
             keys,
-            phone=phone,
-            bench=bench,
+            phone=AdbPhone(args.adb, adb=args.adb_path),
+            bench=_bench(args, args.threads, args.cpu_mask),
             energy_runs=args.energy_runs if args.energy else None,
             space_name=space.name,
         )
@@ -267,12 +272,13 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     from lglsearch.cost.table import HOST
     from lglsearch.cost.validate import record_validation, sample_archs, validate
 
+    if args.adb:
+        _validate_on_phone(args)
+        return
     if args.device != HOST:
-        from lglsearch.errors import LglsearchError
-
         raise LglsearchError(
-            f"only the host table can be validated here (whole models run on this machine), "
-            f"not {args.device!r}; use --device host"
+            f"only the host table can be validated on this machine (whole models run here), not {args.device!r}; "
+            "use --device host, or time the models on the phone with --adb SERIAL"
         )
     space = _space(args.space)
     labelled = sample_archs(space, args.archs, args.seed)
@@ -299,6 +305,49 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     print(
         f"machine speed now vs the table's build: x{s['speed']:.3f} (anchor ops); without that correction: "
         f"{100 * r['within_10pct']:.0f}% within +-10%, MAPE {100 * r['mape']:.1f}%, Spearman {r['spearman']:.3f}"
+    )
+
+
+def _validate_on_phone(args: argparse.Namespace) -> None:
+    """`lut validate --adb`: the table's predictions against whole models timed on the phone."""
+    from lglsearch.cost.adb import AdbPhone
+    from lglsearch.cost.ops import arch_ops
+    from lglsearch.cost.table import HOST, CostTable, user_tables_dir
+    from lglsearch.cost.validate import record_validation, sample_archs, validate_on_phone
+
+    if args.device == HOST:
+        raise LglsearchError(
+            "`host` is this machine; validate it without --adb, or name the phone's table with --device"
+        )
+    table = CostTable.load(args.device)
+    space = _space(args.space)
+    labelled = sample_archs(space, args.archs, args.seed)
+    missing = table.missing(sorted({k for _, a in labelled for k in arch_ops(a)}))
+    if missing:
+        raise LglsearchError(
+            f"the {args.device} table lacks {len(missing)} op key(s) of space {space.name} (first: {missing[0]}); "
+            "add them first (`lglsearch lut derive` or `lut build --adb`)"
+        )
+    # the table's own thread count and core mask unless told otherwise: the phone runs what the table priced
+    bench = _bench(args, args.threads or int(table.meta.get("threads", 1)), args.cpu_mask or table.meta.get("cpu_mask"))
+    result = validate_on_phone(table, labelled, phone=AdbPhone(args.adb, adb=args.adb_path), bench=bench)
+    result.summary.update(
+        space=space.name, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    # a shipped table is not written over: its validated copy goes to the user cache, where it shadows it
+    path = user_tables_dir() / f"{args.device}.csv"
+    note = record_validation(table, space.name, result.summary, replace=args.replace, path=path)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.summary))
+        return
+    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    s = result.summary
+    print(
+        f"\n{s['n']} archs of {space.name} on {args.adb} ({s['command']}): {100 * s['within_10pct']:.0f}% within "
+        f"+-10%, {100 * s['within_20pct']:.0f}% within +-20%, MAPE {100 * s['mape']:.1f}%, mean error "
+        f"{100 * s['mean_error']:+.1f}%, Spearman {s['spearman']:.3f}; stored in {path.with_suffix('.json')}"
     )
 
 
@@ -358,7 +407,9 @@ def cmd_devices(args: argparse.Namespace) -> None:
             print(f"{pad}source: {row.get('source')}")
         for space, v in (row.get("validation") or {}).items():
             print(
-                f"{pad}validated on {v['n']} archs of {space}: {100 * v['within_10pct']:.0f}% within +-10%, "
+                f"{pad}validated on {v['n']} archs of {space}"
+                + (f" timed on the phone ({v['adb_serial']})" if "adb_serial" in v else "")
+                + f": {100 * v['within_10pct']:.0f}% within +-10%, "
                 f"MAPE {100 * v['mape']:.1f}%, Spearman {v['spearman']:.3f}"
             )
         for op_class, v in sorted((row.get("heldout") or {}).items()):
@@ -655,6 +706,25 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     print(f"ablation: {out / 'ablation.md'}  table: {out / 'ablation.csv'}  plot: {out / 'ablation.png'}")
 
 
+def _adb_options(p: argparse.ArgumentParser, adb_help: str) -> None:
+    """The options of timing on a phone, shared by `lut build` and `lut validate`."""
+    p.add_argument("--adb", metavar="SERIAL", help=adb_help)
+    p.add_argument("--adb-path", default="adb", help="the adb executable (default: adb on PATH)")
+    p.add_argument(
+        "--bench-binary",
+        default="/data/local/tmp/onnxruntime_perf_test",
+        help="the benchmark binary on the phone (push it there first)",
+    )
+    p.add_argument(
+        "--bench-command",
+        metavar="TEMPLATE",
+        help="command run on the phone per model; fields {taskset} {binary} {runs} {threads} {model} "
+        "(default: onnxruntime_perf_test's)",
+    )
+    p.add_argument("--bench-parse", type=_regex, metavar="REGEX", help="regex whose first group is the latency in ms")
+    p.add_argument("--cpu-mask", type=_hex_mask, metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lglsearch",
@@ -742,21 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=COUNT, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--runs", type=COUNT, default=60, help="timed runs per op (default 60)")
     p.add_argument("--rounds", type=COUNT, default=6, help="interleaved rounds the runs are split into")
-    p.add_argument("--adb", metavar="SERIAL", help="measure on this phone over adb instead of on this machine")
-    p.add_argument("--adb-path", default="adb", help="the adb executable (default: adb on PATH)")
-    p.add_argument(
-        "--bench-binary",
-        default="/data/local/tmp/onnxruntime_perf_test",
-        help="the benchmark binary on the phone (push it there first)",
-    )
-    p.add_argument(
-        "--bench-command",
-        metavar="TEMPLATE",
-        help="command run on the phone per op; fields {taskset} {binary} {runs} {threads} {model} "
-        "(default: onnxruntime_perf_test's)",
-    )
-    p.add_argument("--bench-parse", type=_regex, metavar="REGEX", help="regex whose first group is the latency in ms")
-    p.add_argument("--cpu-mask", type=_hex_mask, metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
+    _adb_options(p, "measure on this phone over adb instead of on this machine")
     p.add_argument("--energy", action="store_true", help="also measure energy with the battery fuel gauge")
     p.add_argument("--energy-runs", type=COUNT, default=2000, help="inferences per energy loop (default 2000)")
     p.set_defaults(func=cmd_lut_build)
@@ -787,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", metavar="FILE", help="report which op keys of this space the table lacks")
     p.set_defaults(func=cmd_lut_import)
     p = lut_sub.add_parser("validate", help="predicted vs measured whole-model latency of sampled archs")
-    p.add_argument("--device", default="host", help="the table to validate (host)")
+    p.add_argument("--device", default="host", help="the table to validate (host, or a phone's with --adb)")
     p.add_argument("--space", metavar="FILE", help=space_help)
     p.add_argument("--archs", type=COUNT, default=50, metavar="N", help="sampled archs (the presets are added)")
     p.add_argument("--seed", type=NATURAL, default=0)
@@ -795,6 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=COUNT, default=6, help="interleaved rounds the runs are split into")
     p.add_argument("--replace", action="store_true", help="store this validation even if the stored one has more archs")
     p.add_argument("--json", action="store_true", help="print one JSON object of the summary")
+    _adb_options(p, "time the whole models on this phone over adb, with the runner of `lut build --adb`")
+    p.add_argument("--threads", type=COUNT, help="with --adb: threads on the phone (default: the table's)")
     p.set_defaults(func=cmd_lut_validate)
 
     p = sub.add_parser("export", help="export an arch's model to ONNX and check it in onnxruntime")

@@ -148,3 +148,45 @@ def test_cli_builds_a_phone_table(adb, tmp_path, capsys):
         main(["lut", "build", "--device", "fakephone", "--adb", "NOPE", "--adb-path", adb, "--space", str(space)]) == 2
     )
     assert "adb device 'NOPE' is not reachable" in capsys.readouterr().err
+
+
+def test_cli_validates_a_phone_table_on_the_phone(adb, tmp_path, capsys):
+    """`lut validate --adb`: the sampled archs timed whole on the phone by the runner of `lut build
+    --adb`, their error stored with a copy of the table in the user cache (the shipped one untouched)."""
+    from lglsearch.cli import main
+    from lglsearch.cost.table import shipped_dir, user_tables_dir
+    from lglsearch.cost.validate import sample_archs
+
+    shipped = (shipped_dir() / "snapdragon888.json").read_bytes()
+    argv = ["lut", "validate", "--device", "snapdragon888", "--adb", SERIAL, "--adb-path", adb, "--space", "tiny"]
+    assert main([*argv, "--archs", "2", "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    archs = [a for _, a in sample_archs(load_space("tiny"), 2, 0)]
+    pushed = sorted(p.name for p in (tmp_path / "phone" / "data/local/tmp/lglsearch").iterdir())
+    assert pushed == sorted(f"arch-{a.id}.onnx" for a in archs)  # the sampled archs, whole
+    assert int((tmp_path / "phone" / "bench_count").read_text()) == 2
+    table = CostTable.load(shipped_dir() / "snapdragon888.csv")
+    printed = {
+        line.split()[0]: float(line.split()[4])
+        for line in out.splitlines()
+        if line.split()[:1] in ([a.id] for a in archs)
+    }
+    assert printed == pytest.approx({a.id: table.latency(a) for a in archs}, abs=1e-3)  # the table's predictions
+    assert "2 archs of tiny on FAKE0001 (/data/local/tmp/onnxruntime_perf_test -e cpu -m times -r 3 -x 1" in out
+    stored = CostTable.load("snapdragon888").meta["validation"]["tiny"]
+    assert stored["n"] == 2 and stored["adb_serial"] == SERIAL and 0 <= stored["within_20pct"] <= 1
+    assert (user_tables_dir() / "snapdragon888.json").is_file()
+    assert (shipped_dir() / "snapdragon888.json").read_bytes() == shipped
+    assert (
+        main(["devices"]) == 0
+        and "validated on 2 archs of tiny timed on the phone (FAKE0001)" in capsys.readouterr().out
+    )
+    # bad input: one line, before any model is pushed
+    for extra, message in (
+        (["--device", "host"], "`host` is this machine; validate it without --adb"),
+        (["--adb", "NOPE"], "adb device 'NOPE' is not reachable"),
+    ):
+        assert main([*argv, "--archs", "1", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert int((tmp_path / "phone" / "bench_count").read_text()) == 2

@@ -1,31 +1,39 @@
 """Validating a table: predicted (sum of ops) against measured whole-model latency.
 
-The whole models are timed by the same runner, with the same threads and statistic, as the ops
-were, and with the same anchor ops, so that their times are expressed at the machine speed of
-the table's build: the comparison isolates the error of summing per-op latencies from the drift
-of a shared machine between the build and now (reported as `speed`, with the raw times).
+On this machine (`validate`), the whole models are timed by the same runner, with the same threads
+and statistic, as the ops were, and with the same anchor ops, so that their times are expressed at
+the machine speed of the table's build: the comparison isolates the error of summing per-op
+latencies from the drift of a shared machine between the build and now (reported as `speed`, with
+the raw times). On a phone (`validate_on_phone`), the whole models are exported to ONNX and timed
+over adb by the runner `lut build --adb` times ops with: what a derived phone table predicts is
+judged against the phone itself.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
+from lglsearch.cost.adb import AdbPhone, BenchmarkCommand
 from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import CostTable
 from lglsearch.counting import count
+from lglsearch.export import export_onnx
 from lglsearch.nn import build_model
 from lglsearch.space import PRESETS, Arch, Space
 
-__all__ = ["Validation", "record_validation", "sample_archs", "validate"]
+__all__ = ["Validation", "record_validation", "sample_archs", "validate", "validate_on_phone"]
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,60 @@ def validate(
     return Validation(rows, summary)
 
 
+def _rows(labelled: Sequence[tuple[str, Arch]], predicted: np.ndarray, measured: np.ndarray) -> pd.DataFrame:
+    archs = [a for _, a in labelled]
+    return pd.DataFrame(
+        {
+            "arch_id": [a.id for a in archs],
+            "label": [label for label, _ in labelled],
+            "macs_g": [count(a).macs_g for a in archs],
+            "n_ops": [len(arch_ops(a)) for a in archs],
+            "predicted_ms": predicted,
+            "measured_ms": measured,
+            "error_pct": 100 * (predicted / measured - 1),
+        }
+    )
+
+
+def validate_on_phone(
+    table: CostTable,
+    labelled: Sequence[tuple[str, Arch]],
+    *,
+    phone: AdbPhone,
+    bench: BenchmarkCommand,
+    progress: bool = True,
+) -> Validation:
+    """Time the (label, arch) pairs whole on the phone, as `lut build --adb` times ops, and compare
+    with the table's predictions."""
+    phone.check()  # an unreachable phone is an error before any export
+    archs = [a for _, a in labelled]
+    predicted = table.predict(archs)["latency_ms"].to_numpy()
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="lglsearch-adb-") as tmp:
+        for arch in tqdm(
+            archs, desc=f"validating on {phone.serial}", unit="arch", disable=not progress, file=sys.stderr
+        ):
+            local = export_onnx(
+                build_model(arch),
+                torch.randn(1, 3, arch.resolution, arch.resolution),
+                Path(tmp) / f"arch-{arch.id}.onnx",
+            )
+            measured.append(phone.latency_ms(phone.push(local), bench))
+    summary = error_summary(predicted, np.array(measured)) | {
+        "threads": bench.threads,
+        "method": "whole models measured on the phone over adb",
+        "adb_serial": phone.serial,
+        "command": bench.render("MODEL"),
+    }
+    return Validation(_rows(labelled, predicted, np.array(measured)), summary)
+
+
 def record_validation(
-    table: CostTable, space_name: str, summary: dict[str, Any], *, replace: bool = False
+    table: CostTable, space_name: str, summary: dict[str, Any], *, replace: bool = False, path: Path | None = None
 ) -> str | None:
-    """Store `summary` as the table's validation on `space_name` and save the table, unless the
-    stored one rests on more archs (a quick `--archs 3` must not erase a 50-arch figure) and
-    `replace` is not set: then keep it and say why, in the returned note."""
+    """Store `summary` as the table's validation on `space_name` and save the table (at `path`, else
+    where it was loaded from), unless the stored one rests on more archs (a quick `--archs 3` must
+    not erase a 50-arch figure) and `replace` is not set: then keep it and say why, in the returned note."""
     stored = table.meta.get("validation", {}).get(space_name)
     if stored and stored.get("n", 0) > summary["n"] and not replace:
         return (
@@ -99,5 +155,5 @@ def record_validation(
             f"this one has {summary['n']}; pass --replace to store it anyway"
         )
     table.meta.setdefault("validation", {})[space_name] = summary
-    table.save()
+    table.save(path)
     return None
