@@ -33,7 +33,7 @@ from scipy.stats import bootstrap, kendalltau, spearmanr
 from lglsearch.counting import count
 from lglsearch.io import atomic_save_torch, atomic_write_json
 from lglsearch.space import PRESETS, Arch, load_space
-from lglsearch.train.data import load_data
+from lglsearch.train.data import balanced_subset, load_data
 from lglsearch.train.standalone import train_standalone
 from lglsearch.train.supernet import TrainConfig, measure
 
@@ -101,50 +101,62 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def train(seeds: int, heldout_dir: Path, halves: list[str]) -> None:
-    """Every arch's seed 0 first (development half before test), then seed 1: a partial run ranks."""
+def _record(path: Path, keys: list[str], value: dict) -> None:
+    """Set `value` at `keys` of a JSON file that other shards also write: re-read and merged under
+    an flock, so that concurrent workers never drop each other's results."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = _read(path)
+        node = results
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+        atomic_write_json(path, results)
+
+
+def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, int] = (0, 1)) -> None:
+    """Every arch's seed 0 first (development half before test), then seed 1: a partial run ranks.
+    `shard` (k, n) takes every n-th job from the k-th: n one-thread trainers on n cores finish
+    sooner than one trainer on all of them (these models are too small to scale across threads)."""
     halves_archs = load_protocol()
     data = load_data(None, RESOLUTION)
     heldout = load_data(heldout_dir, RESOLUTION).val
     results = _read(STANDALONE)
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    host = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    host = {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     jobs = [(s, h, e) for s in range(seeds) for h in halves for e in halves_archs[h]]
+    jobs = [j for j in jobs if f"{j[2]['arch_id']}/seed{j[0]}" not in results][shard[0] :: shard[1]]
     for n, (seed, half, entry) in enumerate(jobs, 1):
         key = f"{entry['arch_id']}/seed{seed}"
-        if key in results:
-            continue
         arch = Arch.from_dict(entry["arch"])
         started = time.perf_counter()
         model = train_standalone(arch, data, TrainConfig(seed=seed), progress=False)
         seconds = time.perf_counter() - started
         atomic_save_torch(model.state_dict(), WEIGHTS / f"{arch.id}-seed{seed}.pt")
         val, held = measure(model, data.val), measure(model, heldout)
-        results[key] = {
-            "arch_id": arch.id,
-            "seed": seed,
-            "half": half,
-            "seconds": round(seconds, 1),
-            "proxy_val": {"top1": val.top1, "loss": val.loss, "images": len(data.val)},
-            "heldout": {"top1": held.top1, "loss": held.loss, "images": len(heldout)},
-            "host": host,
-        }
-        atomic_write_json(STANDALONE, results)
+        _record(
+            STANDALONE,
+            [key],
+            {
+                "arch_id": arch.id,
+                "seed": seed,
+                "half": half,
+                "seconds": round(seconds, 1),
+                "proxy_val": {"top1": val.top1, "loss": val.loss, "images": len(data.val)},
+                "heldout": {"top1": held.top1, "loss": held.loss, "images": len(heldout)},
+                "host": host,
+            },
+        )
         print(
             f"[{n}/{len(jobs)}] {key} ({half}): held-out top-1 {held.top1:.4f}, loss {held.loss:.4f} ({seconds:.0f} s)",
             flush=True,
         )
-
-
-def _balanced_subset(labels: list[int], per_class: int) -> list[int]:
-    """The first `per_class` indices of each class (the proxy's validation split is sorted by class)."""
-    seen: dict[int, int] = {}
-    picked = []
-    for i, label in enumerate(labels):
-        if seen.get(label, 0) < per_class:
-            seen[label] = seen.get(label, 0) + 1
-            picked.append(i)
-    return picked
 
 
 def score(
@@ -153,6 +165,7 @@ def score(
     workers: int,
     finetunes: list[tuple[int, int]],
     finetune_halves: list[str],
+    shard: tuple[int, int] = (0, 1),
 ) -> None:
     """The search's default score of every arch (`lglsearch score`'s code path), and the variants
     the development half chooses between: the score on 2,000 of the 5,000 validation images (the
@@ -160,8 +173,6 @@ def score(
     own noise), and, for the archs of `halves`, the score after fine-tuning each arch's inherited
     weights (`finetunes`: (steps, repeats), `lglsearch score --finetune-steps/--finetune-repeats`,
     the code path of `search --refine`). Written to scores/<supernet key>.json, resumable."""
-    from torch.utils.data import Subset
-
     from lglsearch.search.scoring import prepare_supernet, score_archs
     from lglsearch.train.supernet import calibration_images, load_supernet, materialise, proxy_scores
 
@@ -181,7 +192,7 @@ def score(
     net = load_supernet(directory)
     data = load_data(spec.data, net.space.resolution)
     val = materialise(data.val)
-    sets = {"val": val, "val2000": Subset(val, _balanced_subset(val.tensors[1].tolist(), 200))}
+    sets = {"val": val, "val2000": balanced_subset(val, 2000)}
     for seed in range(calib_seeds):
         calib = calibration_images(data, seed=seed)
         name = f"calib{seed}"
@@ -198,7 +209,7 @@ def score(
     for steps, repeats in finetunes:
         name = f"finetune{steps}x{repeats}"
         todo = [Arch.from_dict(e["arch"]) for h in finetune_halves for e in halves[h]]
-        todo = [a for a in todo if name not in stored["scores"][a.id]]
+        todo = [a for a in todo if name not in stored["scores"][a.id]][shard[0] :: shard[1]]
         for n, arch in enumerate(todo, 1):  # one at a time, so that an interruption loses one arch
             rows, _ = score_archs(
                 [arch],
@@ -208,8 +219,7 @@ def score(
                 finetune_repeats=repeats,
                 progress=False,
             )
-            stored["scores"][arch.id][name] = rows[0]
-            atomic_write_json(path, stored)
+            _record(path, ["scores", arch.id, name], rows[0])
             print(f"{name}: {arch.id} ({n}/{len(todo)}, {rows[0]['seconds']:.0f} s)", flush=True)
     print(f"scores: {path}")
 
@@ -280,6 +290,8 @@ def report(half: str, seeds: int) -> None:
         scored = json.loads(path.read_text())["scores"]
         if not all(i in scored for i in ids):
             continue
+        # `default`: what `lglsearch score` recorded when `score` ran (the whole 5,000-image split then);
+        # `calib0 val2000` below is the search's default since (SCORE_IMAGES), on the same batches
         rows[f"{path.stem} default (search) top-1"] = [scored[i]["default"]["accuracy"] for i in ids]
         rows[f"{path.stem} default (search) -loss"] = [-scored[i]["default"]["loss"] for i in ids]
         for name in sorted({k for i in ids for k in scored[i] if k.startswith("finetune")}):
@@ -324,6 +336,13 @@ def _steps_repeats(text: str, parser: argparse.ArgumentParser) -> tuple[int, int
     return int(steps), int(repeats)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N (e.g. 0/2), got {text!r}")
+    return int(k), int(n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +351,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--halves", nargs="+", default=["dev", "test"], choices=["dev", "test"])
     p.add_argument("--heldout", type=Path, default=HELDOUT, help="Fashion-MNIST IDX directory")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="every N-th job from the K-th")
     p = sub.add_parser("score", help="the search's score and its variants for every arch (resumable)")
     p.add_argument("--supernet", help="a supernet directory (default: the search's default one)")
     p.add_argument("--calib-seeds", type=int, default=3, help="BatchNorm calibration seeds of the variants")
@@ -344,6 +364,7 @@ def main() -> None:
         help="also score after fine-tuning each arch (e.g. 60x2, --refine's recipe); repeatable",
     )
     p.add_argument("--finetune-halves", nargs="+", default=["dev"], choices=["dev", "test"])
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="every N-th fine-tuning from the K-th")
     p = sub.add_parser("report", help="rank correlations from the committed results")
     p.add_argument("--half", default="dev", choices=["dev", "test"])
     p.add_argument("--seeds", type=int, default=2)
@@ -351,10 +372,10 @@ def main() -> None:
     if args.command == "protocol":
         write_protocol()
     elif args.command == "train":
-        train(args.seeds, args.heldout, args.halves)
+        train(args.seeds, args.heldout, args.halves, args.shard)
     elif args.command == "score":
         finetunes = [_steps_repeats(f, parser) for f in args.finetune]
-        score(args.supernet, args.calib_seeds, args.workers, finetunes, args.finetune_halves)
+        score(args.supernet, args.calib_seeds, args.workers, finetunes, args.finetune_halves, args.shard)
     else:
         report(args.half, args.seeds)
 

@@ -604,6 +604,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         seed=args.seed,
         finetune_steps=args.finetune_steps,
         finetune_repeats=args.finetune_repeats,
+        score_images=args.score_images,
         workers=args.workers,
     )
     if args.json:
@@ -644,7 +645,13 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
         arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
     data = load_data(args.data, net.space.resolution)
     score = proxy_score(
-        net, arch, data, seed=args.seed, finetune_steps=args.finetune_steps, finetune_repeats=args.finetune_repeats
+        net,
+        arch,
+        data,
+        seed=args.seed,
+        finetune_steps=args.finetune_steps,
+        finetune_repeats=args.finetune_repeats,
+        score_images=args.score_images,
     )
     tuned = f", after {args.finetune_steps} fine-tuning steps x{args.finetune_repeats}" if args.finetune_steps else ""
     print(
@@ -656,6 +663,7 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
                 "supernet": args.supernet,
                 "finetune_steps": args.finetune_steps,
                 "finetune_repeats": args.finetune_repeats,
+                "score_images": args.score_images,
             }
         )
         if args.json
@@ -738,6 +746,12 @@ def build_parser() -> argparse.ArgumentParser:
         "on a CPU (default 0; whether it ranks better: benchmarks/RESULTS.md)"
     )
     repeats_help = "with --finetune-steps: average R fine-tunings on different batches, a steadier ranking (default 1)"
+    from lglsearch.search.execution import SCORE_IMAGES
+
+    images_help = (
+        f"score each arch on a class-balanced N of the validation images (default {SCORE_IMAGES}; 0 = all): "
+        "more images give a smaller standard error at a proportional cost"
+    )
 
     p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
     p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
@@ -768,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
     p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
     p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--score-images", type=NATURAL, default=SCORE_IMAGES, metavar="N", help=images_help)
     p.add_argument(
         "--refine",
         type=NATURAL,
@@ -789,6 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=NATURAL, default=0, help="the search's seed (its calibration batches; default 0)")
     p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
     p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--score-images", type=NATURAL, default=SCORE_IMAGES, metavar="N", help=images_help)
     p.add_argument("--workers", type=COUNT, default=1, help="parallel evaluations (default 1, in this process)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per arch")
     p.set_defaults(func=cmd_score)
@@ -907,6 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=NATURAL, default=0)
     p.add_argument("--finetune-steps", type=NATURAL, default=0, metavar="N", help=finetune_help)
     p.add_argument("--finetune-repeats", type=COUNT, default=1, metavar="R", help=repeats_help)
+    p.add_argument("--score-images", type=NATURAL, default=SCORE_IMAGES, metavar="N", help=images_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
 

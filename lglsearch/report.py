@@ -131,7 +131,8 @@ def _provenance(run: SearchRun) -> list[str]:
     lines.append(
         f"- Accuracy: proxy top-1 inherited from the weight-sharing supernet at {prov.get('supernet')} "
         f"({prov.get('supernet_epochs')} epoch(s), {prov.get('data')}, {prov.get('supernet_resolution')} px), "
-        f"{tuned}BatchNorm recalibrated per arch. It ranks archs on the proxy task; it is not ImageNet accuracy."
+        f"{tuned}BatchNorm recalibrated per arch, scored on {_images(prov.get('score_images'))}. "
+        "It ranks archs on the proxy task; it is not ImageNet accuracy."
     )
     refined = prov.get("refined")
     if refined:
@@ -143,6 +144,12 @@ def _provenance(run: SearchRun) -> list[str]:
             "(`refined.json`; how well each score ranks archs: benchmarks/RESULTS.md)."
         )
     return lines
+
+
+def _images(score_images: int | None) -> str:
+    if not score_images:  # 0, or a run from before the option: the whole split
+        return "the whole validation split"
+    return f"a class-balanced {score_images:,} of the validation images (or all, if fewer)"
 
 
 def _dominated_by(front: pd.DataFrame, preset: pd.Series, objectives: tuple[str, ...]) -> str:

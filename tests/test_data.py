@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lglsearch.errors import LglsearchError
-from lglsearch.train.data import _proxy_path, load_data, make_proxy, read_idx
+from lglsearch.train.data import _proxy_path, balanced_subset, labels_of, load_data, make_proxy, read_idx
 from tests.conftest import SHARED, require_shared
 
 FMNIST = SHARED / "data" / "fashion-mnist"
@@ -90,6 +90,24 @@ def test_image_folder(tmp_path):
     assert data.num_classes == 3 and len(data.train) == 6
     x, y = data.val[5]
     assert x.shape == (3, 32, 32) and y == 2
+    # labels read from the folder structure agree with the items, and a subset keeps every class
+    assert labels_of(data.val) == [int(data.val[i][1]) for i in range(len(data.val))]
+    assert sorted(labels_of(data.val)[i] for i in balanced_subset(data.val, 3).indices) == [0, 1, 2]
+
+
+def test_scoring_subset_is_class_balanced_fixed_and_capped():
+    val = load_data(None, 16).val  # 500 images a class, sorted by class
+    subset = balanced_subset(val, 2000)
+    labels = labels_of(val)
+    picked = [labels[i] for i in subset.indices]
+    assert len(subset) == 2000 and np.bincount(picked).tolist() == [200] * 10
+    assert subset.indices == balanced_subset(val, 2000).indices  # the same images every time
+    assert subset.indices == sorted(subset.indices)  # the first of each class, in order
+    assert torch.equal(subset[0][0], val[subset.indices[0]][0])
+    assert balanced_subset(val, 0) is val and balanced_subset(val, len(val)) is val  # 0 or more: all
+    assert len(balanced_subset(val, 25)) == 20  # 2 a class: never more than asked, never unbalanced
+    with pytest.raises(LglsearchError, match="must be >= 0"):
+        balanced_subset(val, -1)
 
 
 @pytest.mark.parametrize(

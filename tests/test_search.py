@@ -351,9 +351,10 @@ def test_refined_scores_are_shared_between_searches_of_one_supernet(tmp_path, ti
 
     rng = np.random.default_rng(0)
     archs = list(dict.fromkeys(tiny.sample(rng) for _ in range(6)))[:5]
-    shared = shared_scores(tmp_path / "supernet", data=None, seed=0, steps=3, repeats=2)
-    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=1, steps=3, repeats=2)
-    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=0, steps=60, repeats=2)
+    shared = shared_scores(tmp_path / "supernet", data=None, seed=0, steps=3, repeats=2, score_images=2000)
+    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=1, steps=3, repeats=2, score_images=2000)
+    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=0, steps=60, repeats=2, score_images=2000)
+    assert shared != shared_scores(tmp_path / "supernet", data=None, seed=0, steps=3, repeats=2, score_images=0)
 
     first = _RecordingExecutor()
     scores = refine(archs[:3], first, tmp_path, steps=3, repeats=2, shared=shared, progress=False)
@@ -458,13 +459,23 @@ def test_cli_search_end_to_end(tmp_path, capsys, supernet, median_budget):
     assert (pd.read_csv(out / "trials.csv")["state"] == "COMPLETE").sum() == 4
 
 
-def test_score_is_the_estimate_a_trial_records(tmp_path, capsys, supernet, median_budget):
-    run = run_search(_config(supernet, median_budget, trials=3), tmp_path / "run", progress=False)
+def test_score_is_the_estimate_a_trial_records(tmp_path, capsys, supernet, median_budget, small_data):
+    # 100 of the 500 validation images: the subset the trials and `score` take must be the same one
+    run = run_search(_config(supernet, median_budget, trials=3, score_images=100), tmp_path / "run", progress=False)
     complete = run.study.get_trials(states=(TrialState.COMPLETE,))
+    assert run.provenance["score_images"] == 100
+    report = write_search_report(run)["report.md"].read_text()
+    assert "scored on a class-balanced 100 of the validation images" in report
     archs = tmp_path / "archs.json"
     archs.write_text(json.dumps([json.loads(t.user_attrs["arch"]) for t in complete]))
     first = Arch.from_json(complete[0].user_attrs["arch"])
-    argv = ["score", "--space", "tiny", "--supernet", str(supernet), "--archs", str(archs), "--json"]
+    net, data = load_supernet(supernet), load_data(small_data, 64)
+    on_subset = proxy_score(net, first, data, score_images=100)
+    assert complete[0].values[0] == on_subset.top1 and complete[0].user_attrs["accuracy_se"] == on_subset.top1_se
+    on_all = proxy_score(net, first, data)
+    assert on_all.top1_se < on_subset.top1_se, "five times the images, a smaller standard error"
+    argv = ["score", "--space", "tiny", "--supernet", str(supernet), "--archs", str(archs), "--score-images", "100"]
+    argv.append("--json")
     assert main([*argv, "--arch", first.to_json()]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["arch_id"] for r in rows] == [first.id] + [t.user_attrs["arch_id"] for t in complete]

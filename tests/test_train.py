@@ -102,27 +102,30 @@ def test_accuracy_is_deterministic_and_leaves_the_supernet_as_it_was(tmp_path):
     net, space = trained.net, trained.net.space
     before = {k: v.clone() for k, v in net.state_dict().items()}
     arch = space.largest()
-    a = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, max_val=200)
-    b = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, max_val=200)
+    a = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, score_images=200)
+    b = accuracy(net, arch, trained.data, calib_batches=2, batch_size=32, score_images=200)
     assert a == b and round(a * 200) == pytest.approx(a * 200)  # a share of exactly the 200 images asked for
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
     loaded = load_supernet(tmp_path, space)
-    assert accuracy(loaded, arch, trained.data, calib_batches=2, batch_size=32, max_val=200) == a
+    assert accuracy(loaded, arch, trained.data, calib_batches=2, batch_size=32, score_images=200) == a
 
 
 def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path):
     import torch.nn.functional as F
 
+    from lglsearch.train.data import balanced_subset, labels_of
     from lglsearch.train.supernet import calibration_images, proxy_score
 
     trained = train_supernet(QUICK, tmp_path, progress=False)
     net, data, arch = trained.net, trained.data, trained.net.space.smallest()
     calib = calibration_images(data, calib_batches=2, batch_size=32)
-    score = proxy_score(net, arch, data, calib=calib, max_val=300)
-    assert score.top1 == accuracy(net, arch, data, calib=calib, max_val=300)
+    score = proxy_score(net, arch, data, calib=calib, score_images=300)
+    assert score.top1 == accuracy(net, arch, data, calib=calib, score_images=300)
     # the reference: recalibrate the same way, then one cross-entropy over all 300 logits at once
-    # (measure sums over batches of 256, so this also checks the batching)
+    # (measure sums over batches of 256, so this also checks the batching), on the class-balanced 300
+    picked = balanced_subset(data.val, 300).indices
+    assert len(picked) == 300 and len(set(labels_of(data.val)[i] for i in picked)) == data.num_classes
     net.set_arch(arch).train()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -132,7 +135,7 @@ def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path
         for images in calib:
             net(images)
         net.eval()
-        images, labels = zip(*(data.val[i] for i in range(300)), strict=True)
+        images, labels = zip(*(data.val[i] for i in picked), strict=True)
         logits = net(torch.stack(images))
     labels = torch.tensor(labels)
     assert score.loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
@@ -148,12 +151,12 @@ def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it
     net, data, arch = trained.net, trained.data, trained.net.space.largest()
     calib = calibration_images(data, calib_batches=2, batch_size=32)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    plain = proxy_score(net, arch, data, calib=calib, max_val=300)
-    tuned = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4)
-    assert proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4) == tuned  # seeded
+    plain = proxy_score(net, arch, data, calib=calib, score_images=300)
+    tuned = proxy_score(net, arch, data, calib=calib, score_images=300, finetune_steps=4)
+    assert proxy_score(net, arch, data, calib=calib, score_images=300, finetune_steps=4) == tuned  # seeded
     assert tuned != plain
-    other = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4, seed=1)  # other batches
-    both = proxy_score(net, arch, data, calib=calib, max_val=300, finetune_steps=4, finetune_repeats=2)
+    other = proxy_score(net, arch, data, calib=calib, score_images=300, finetune_steps=4, seed=1)  # other batches
+    both = proxy_score(net, arch, data, calib=calib, score_images=300, finetune_steps=4, finetune_repeats=2)
     assert both.top1 == pytest.approx((tuned.top1 + other.top1) / 2) and both.loss == pytest.approx(
         (tuned.loss + other.loss) / 2
     )

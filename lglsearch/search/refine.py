@@ -60,11 +60,17 @@ def candidates(study: optuna.Study, k: int) -> list[Arch]:
     return [Arch.from_json(trials[i].user_attrs["arch"]) for i in order[:k]]
 
 
-def shared_scores(supernet: str | Path, *, data: str | None, seed: int, steps: int, repeats: int) -> Path:
-    """Where refined scores of one supernet, data, calibration seed and recipe are kept for every
-    search that uses them (inside the supernet's directory): a later search, of another budget or
-    device, refines again only the archs no search refined before (the presets, after the first)."""
-    key = json.dumps({"data": data, "seed": seed, "finetune_steps": steps, "finetune_repeats": repeats}, sort_keys=True)
+def shared_scores(
+    supernet: str | Path, *, data: str | None, seed: int, steps: int, repeats: int, score_images: int
+) -> Path:
+    """Where refined scores of one supernet, data, calibration seed, recipe and scoring subset are
+    kept for every search that uses them (inside the supernet's directory): a later search, of
+    another budget or device, refines again only the archs no search refined before (the presets,
+    after the first)."""
+    recipe = {"finetune_steps": steps, "finetune_repeats": repeats}
+    if score_images:  # 0 (all the images) keeps the key of the files written before the option
+        recipe["score_images"] = score_images
+    key = json.dumps({"data": data, "seed": seed, **recipe}, sort_keys=True)
     return Path(supernet) / "refined" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
 
 

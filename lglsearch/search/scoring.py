@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
-from lglsearch.search.execution import WorkerSpec, make_executor
+from lglsearch.search.execution import SCORE_IMAGES, WorkerSpec, make_executor
 from lglsearch.space import Arch, Space
 
 __all__ = ["prepare_supernet", "score_archs"]
@@ -31,6 +31,7 @@ def prepare_supernet(
     seed: int = 0,
     finetune_steps: int = 0,
     finetune_repeats: int = 1,
+    score_images: int = SCORE_IMAGES,
     noop: bool = False,
     progress: bool = True,
 ) -> tuple[WorkerSpec, dict[str, torch.Tensor] | None, dict[str, Any]]:
@@ -39,6 +40,8 @@ def prepare_supernet(
     the user named the space, which its training recipe records)."""
     if noop:
         return WorkerSpec(space=space.to_dict(), data=data, noop=True), None, {"supernet": "none (no-op)"}
+    if score_images < 0:
+        raise LglsearchError(f"--score-images must be >= 0 (0 = the whole validation split), got {score_images}")
     from lglsearch.train.supernet import TrainConfig, load_supernet, train_supernet
 
     if supernet:
@@ -74,6 +77,7 @@ def prepare_supernet(
         "data": trained_config.get("data_source", data or "proxy"),
         "finetune_steps": finetune_steps,
         "finetune_repeats": finetune_repeats,
+        "score_images": score_images,
     }
     spec = WorkerSpec(
         space=net.space.to_dict(),
@@ -81,6 +85,7 @@ def prepare_supernet(
         seed=seed,
         finetune_steps=finetune_steps,
         finetune_repeats=finetune_repeats,
+        score_images=score_images,
     )
     return spec, net.state_dict(), provenance
 
@@ -95,6 +100,7 @@ def score_archs(
     seed: int = 0,
     finetune_steps: int = 0,
     finetune_repeats: int = 1,
+    score_images: int = SCORE_IMAGES,
     workers: int = 1,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -121,6 +127,7 @@ def score_archs(
         seed=seed,
         finetune_steps=finetune_steps,
         finetune_repeats=finetune_repeats,
+        score_images=score_images,
         progress=progress,
     )
     executor = make_executor(spec, state, workers, None)

@@ -32,7 +32,7 @@ from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write, atomic_write_json
-from lglsearch.search.execution import Executor, check_ray_address, default_workers, make_executor
+from lglsearch.search.execution import SCORE_IMAGES, Executor, check_ray_address, default_workers, make_executor
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
 from lglsearch.search.scoring import prepare_supernet
@@ -68,6 +68,7 @@ class SearchConfig:
     data: str | None = None
     finetune_steps: int = 0  # train each arch's inherited weights this many steps before scoring it
     finetune_repeats: int = 1  # and average that many such fine-tunings (batch seeds)
+    score_images: int = SCORE_IMAGES  # score on a class-balanced subset of the validation split; 0 = all
     refine: int = 0  # afterwards, score this many of the best archs (and the presets) again, fine-tuned
     workers: int | None = None  # parallel evaluations; None = one per core; 1 = in this process
     ray_address: str | None = None
@@ -120,12 +121,13 @@ def _identity(config: SearchConfig, space: Space, objectives: tuple[str, ...], s
         "data": config.data,
         "finetune_steps": config.finetune_steps,
         "finetune_repeats": config.finetune_repeats,
+        "score_images": config.score_images,
         "noop": config.noop,
     }
 
 
 # identity keys newer than some run directories, with the value those runs had: they still resume
-_IDENTITY_ADDED = {"finetune_steps": 0, "finetune_repeats": 1}
+_IDENTITY_ADDED = {"finetune_steps": 0, "finetune_repeats": 1, "score_images": 0}
 
 
 def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
@@ -413,6 +415,7 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
         seed=config.seed,
         finetune_steps=config.finetune_steps,
         finetune_repeats=config.finetune_repeats,
+        score_images=config.score_images,
         noop=config.noop,
         progress=progress,
     )
@@ -458,7 +461,12 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
             shared = None
             if not config.noop:
                 shared = shared_scores(
-                    provenance["supernet"], data=spec.data, seed=spec.seed, steps=REFINE_STEPS, repeats=REFINE_REPEATS
+                    provenance["supernet"],
+                    data=spec.data,
+                    seed=spec.seed,
+                    steps=REFINE_STEPS,
+                    repeats=REFINE_REPEATS,
+                    score_images=spec.score_images,
                 )
             scores = refine(
                 chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, shared=shared, progress=progress

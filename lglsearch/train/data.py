@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
 
-__all__ = ["PROXY", "ImageData", "load_data", "make_proxy", "read_idx"]
+__all__ = ["PROXY", "ImageData", "balanced_subset", "load_data", "make_proxy", "read_idx"]
 
 PROXY = "proxy"
 FASHION_MNIST_CLASSES = (
@@ -150,6 +150,37 @@ class ImageData:
     num_classes: int
     source: str
     """What the data is, for provenance in reports and cache keys."""
+
+
+def labels_of(dataset: Dataset) -> list[int]:
+    """The class of every item, read without loading images where the dataset keeps them apart."""
+    if isinstance(dataset, ArrayImages):
+        return dataset.labels.tolist()
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].tolist()
+    if hasattr(dataset, "targets"):  # torchvision's ImageFolder
+        return list(dataset.targets)
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def balanced_subset(dataset: Dataset, images: int) -> Dataset:
+    """At most `images` items of `dataset`, as many of each class as the classes allow (the first of
+    each, in order): the same subset every time. `images` 0, or at least the dataset's size, keeps
+    all of it. Scoring on fewer images is cheaper and noisier: the score's standard error says by
+    how much."""
+    if images < 0:
+        raise LglsearchError(f"the number of scoring images must be >= 0 (0 = all), got {images}")
+    if images == 0 or images >= len(dataset):
+        return dataset
+    labels = labels_of(dataset)
+    per_class = max(images // len(set(labels)), 1)
+    seen: dict[int, int] = {}
+    picked = []
+    for i, label in enumerate(labels):
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            picked.append(i)
+    return Subset(dataset, picked[:images])
 
 
 def _transforms(resolution: int, train: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Transform:

@@ -50,7 +50,7 @@ from lglsearch.io import atomic_save_torch, atomic_write
 from lglsearch.nn.supernet import Supernet
 from lglsearch.rng import seeded
 from lglsearch.space import Arch, Space, load_space
-from lglsearch.train.data import ImageData, load_data
+from lglsearch.train.data import ImageData, balanced_subset, load_data
 from lglsearch.train.distributed import Placement, average_gradients, placement
 
 __all__ = [
@@ -428,12 +428,13 @@ def proxy_score(
     calib_batches: int = 8,
     batch_size: int = 128,
     seed: int = 0,
-    max_val: int | None = None,
+    score_images: int = 0,
     finetune_steps: int = 0,
     finetune_lr: float = FINETUNE_LR,
     finetune_repeats: int = 1,
 ) -> Score:
-    """Top-1 and cross-entropy on the validation split after recalibrating BatchNorm for `arch`.
+    """Top-1 and cross-entropy on the validation split (a class-balanced `score_images` of it; 0 =
+    all) after recalibrating BatchNorm for `arch`.
 
     `calib` are the batches of `calibration_images(data, ...)`; pass them to reuse them. With
     `finetune_steps`, the arch's inherited weights are first trained that many steps on its own
@@ -447,12 +448,11 @@ def proxy_score(
         )
     if calib is None:
         calib = calibration_images(data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
-    val = data.val if max_val is None else Subset(data.val, range(min(max_val, len(data.val))))
     return proxy_scores(
         net,
         arch,
         data,
-        {"val": val},
+        {"val": balanced_subset(data.val, score_images)},
         calib=calib,
         seed=seed,
         finetune_steps=finetune_steps,
