@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,12 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     family.mkdir(exist_ok=True)
     for member in members:
         atomic_write(family / f"{member['arch_id']}.json", json.dumps(member["arch"], indent=2) + "\n")
+    # family/ mirrors pareto.csv: members of an earlier front (a resumed run's, or the committed example's
+    # in a fresh clone) would pass for this one's; their archs stay in trials.csv and the journal
+    current = {f"{m['arch_id']}.json" for m in members}
+    for stale in family.glob("*.json"):
+        if re.fullmatch(r"[0-9a-f]{10}\.json", stale.name) and stale.name not in current:
+            stale.unlink()
     _plot(run, trials, front, paths["pareto.png"])
 
     states = trials["state"].value_counts()

@@ -152,8 +152,15 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(
     first = complete[0]
     assert accuracy(net, Arch.from_json(first.user_attrs["arch"]), load_data(small_data, 64)) == first.values[0]
 
+    # an earlier front's member file (of a resumed run, or of the committed example in a fresh clone)
+    # goes when the report is written; a file the user put beside them stays
+    (run.out / "family").mkdir()
+    (run.out / "family" / "0123456789.json").write_text("{}")
+    (run.out / "family" / "notes.txt").write_text("mine")
     paths = write_search_report(run)
     front = pd.read_csv(paths["pareto.csv"])
+    assert sorted(p.name for p in paths["family"].glob("*.json")) == sorted(f"{i}.json" for i in front["arch_id"])
+    assert (paths["family"] / "notes.txt").read_text() == "mine"
     assert list(front.columns[:7]) == [
         "arch_id",
         "accuracy",
@@ -589,3 +596,13 @@ def test_an_unreadable_run_json_is_one_line_naming_it(tmp_path, capsys, damage, 
     assert "restore it, or start a new search with another --out" in err, "the fix"
     assert ((out / RUN_FILE).read_bytes() if (out / RUN_FILE).is_file() else None) == before
     assert not (tmp_path / "cache").exists(), "no supernet was trained"
+
+
+def test_a_one_worker_search_is_repeatable(tmp_path, supernet, median_budget):
+    """With one worker, trials finish in the order they were asked: the same seed, the same study
+    (with several Ray workers the order depends on timing, and so does NSGA-II's next generation)."""
+    runs = [
+        run_search(_config(supernet, median_budget, trials=5), tmp_path / f"run{i}", progress=False) for i in (0, 1)
+    ]
+    studies = [[(t.user_attrs["arch_id"], t.values) for t in run.study.get_trials()] for run in runs]
+    assert studies[0] == studies[1] and len(studies[0]) >= 5
