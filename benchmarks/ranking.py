@@ -131,7 +131,10 @@ def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, in
         "threads": torch.get_num_threads(),
     }
     jobs = [(s, h, e) for s in range(seeds) for h in halves for e in halves_archs[h]]
-    jobs = [j for j in jobs if f"{j[2]['arch_id']}/seed{j[0]}" not in results][shard[0] :: shard[1]]
+    # the partition is of the whole list, not of what is left: shards started at different times agree on it
+    jobs = [
+        j for n, j in enumerate(jobs) if n % shard[1] == shard[0] and f"{j[2]['arch_id']}/seed{j[0]}" not in results
+    ]
     for n, (seed, half, entry) in enumerate(jobs, 1):
         key = f"{entry['arch_id']}/seed{seed}"
         arch = Arch.from_dict(entry["arch"])
@@ -209,7 +212,7 @@ def score(
     for steps, repeats in finetunes:
         name = f"finetune{steps}x{repeats}"
         todo = [Arch.from_dict(e["arch"]) for h in finetune_halves for e in halves[h]]
-        todo = [a for a in todo if name not in stored["scores"][a.id]][shard[0] :: shard[1]]
+        todo = [a for n, a in enumerate(todo) if n % shard[1] == shard[0] and name not in stored["scores"][a.id]]
         for n, arch in enumerate(todo, 1):  # one at a time, so that an interruption loses one arch
             rows, _ = score_archs(
                 [arch],
