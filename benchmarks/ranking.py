@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import bootstrap, kendalltau, spearmanr
+from shards import mine, record, shard_arg
 
 from lglsearch.counting import count
 from lglsearch.io import atomic_save_torch, atomic_write_json
@@ -101,25 +102,9 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _record(path: Path, keys: list[str], value: dict) -> None:
-    """Set `value` at `keys` of a JSON file that other shards also write: re-read and merged under
-    an flock, so that concurrent workers never drop each other's results."""
-    import fcntl
-
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = _read(path)
-        node = results
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-        atomic_write_json(path, results)
-
-
 def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, int] = (0, 1)) -> None:
     """Every arch's seed 0 first (development half before test), then seed 1: a partial run ranks.
-    `shard` (k, n) takes every n-th job from the k-th: n one-thread trainers on n cores finish
-    sooner than one trainer on all of them (these models are too small to scale across threads)."""
+    `shard` (k, n): this process's part of the jobs (benchmarks/shards.py)."""
     halves_archs = load_protocol()
     data = load_data(None, RESOLUTION)
     heldout = load_data(heldout_dir, RESOLUTION).val
@@ -131,10 +116,7 @@ def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, in
         "threads": torch.get_num_threads(),
     }
     jobs = [(s, h, e) for s in range(seeds) for h in halves for e in halves_archs[h]]
-    # the partition is of the whole list, not of what is left: shards started at different times agree on it
-    jobs = [
-        j for n, j in enumerate(jobs) if n % shard[1] == shard[0] and f"{j[2]['arch_id']}/seed{j[0]}" not in results
-    ]
+    jobs = [j for j in mine(jobs, shard) if f"{j[2]['arch_id']}/seed{j[0]}" not in results]
     for n, (seed, half, entry) in enumerate(jobs, 1):
         key = f"{entry['arch_id']}/seed{seed}"
         arch = Arch.from_dict(entry["arch"])
@@ -143,7 +125,7 @@ def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, in
         seconds = time.perf_counter() - started
         atomic_save_torch(model.state_dict(), WEIGHTS / f"{arch.id}-seed{seed}.pt")
         val, held = measure(model, data.val), measure(model, heldout)
-        _record(
+        record(
             STANDALONE,
             [key],
             {
@@ -212,7 +194,7 @@ def score(
     for steps, repeats in finetunes:
         name = f"finetune{steps}x{repeats}"
         todo = [Arch.from_dict(e["arch"]) for h in finetune_halves for e in halves[h]]
-        todo = [a for n, a in enumerate(todo) if n % shard[1] == shard[0] and name not in stored["scores"][a.id]]
+        todo = [a for a in mine(todo, shard) if name not in stored["scores"][a.id]]
         for n, arch in enumerate(todo, 1):  # one at a time, so that an interruption loses one arch
             rows, _ = score_archs(
                 [arch],
@@ -222,7 +204,7 @@ def score(
                 finetune_repeats=repeats,
                 progress=False,
             )
-            _record(path, ["scores", arch.id, name], rows[0])
+            record(path, ["scores", arch.id, name], rows[0])
             print(f"{name}: {arch.id} ({n}/{len(todo)}, {rows[0]['seconds']:.0f} s)", flush=True)
     print(f"scores: {path}")
 
@@ -339,13 +321,6 @@ def _steps_repeats(text: str, parser: argparse.ArgumentParser) -> tuple[int, int
     return int(steps), int(repeats)
 
 
-def _shard(text: str) -> tuple[int, int]:
-    k, _, n = text.partition("/")
-    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
-        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N (e.g. 0/2), got {text!r}")
-    return int(k), int(n)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,7 +329,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--halves", nargs="+", default=["dev", "test"], choices=["dev", "test"])
     p.add_argument("--heldout", type=Path, default=HELDOUT, help="Fashion-MNIST IDX directory")
-    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="every N-th job from the K-th")
+    p.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="K/N", help="every N-th job from the K-th")
     p = sub.add_parser("score", help="the search's score and its variants for every arch (resumable)")
     p.add_argument("--supernet", help="a supernet directory (default: the search's default one)")
     p.add_argument("--calib-seeds", type=int, default=3, help="BatchNorm calibration seeds of the variants")
@@ -367,7 +342,9 @@ def main() -> None:
         help="also score after fine-tuning each arch (e.g. 60x2, --refine's recipe); repeatable",
     )
     p.add_argument("--finetune-halves", nargs="+", default=["dev"], choices=["dev", "test"])
-    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="every N-th fine-tuning from the K-th")
+    p.add_argument(
+        "--shard", type=shard_arg, default=(0, 1), metavar="K/N", help="every N-th fine-tuning from the K-th"
+    )
     p = sub.add_parser("report", help="rank correlations from the committed results")
     p.add_argument("--half", default="dev", choices=["dev", "test"])
     p.add_argument("--seeds", type=int, default=2)

@@ -11,6 +11,7 @@ and Welch's t-test beside it; the raw results (every family, every stand-alone a
 committed in benchmarks/search_truth/results.json, so that `report` recomputes the figures.
 
     python benchmarks/search_truth.py run [--trials 100] [--seeds 0 1 2]   # resumable
+    python benchmarks/search_truth.py train --shard K/N   # the trainings alone, in N one-thread processes
     python benchmarks/search_truth.py report
 
 Searches keep their run directories under --out (git-ignored) and resume; a stand-alone result is
@@ -20,6 +21,7 @@ written as soon as it is measured, and an arch in several families is trained on
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import sys
@@ -29,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import permutation_test, ttest_ind
+from shards import mine, record, shard_arg
 
-from lglsearch.io import atomic_write_json
 from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch
@@ -48,8 +50,11 @@ SAMPLERS = ("nsga2", "random")
 RESOLUTION, CLASSES = 64, 10  # the proxy's, as in benchmarks/ranking.py
 
 
+EMPTY = {"families": {}, "standalone": {}}
+
+
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"families": {}, "standalone": {}}
+    return json.loads(path.read_text()) if path.is_file() else copy.deepcopy(EMPTY)
 
 
 def run(
@@ -80,11 +85,18 @@ def run(
             "members": front[["arch_id", "accuracy", "accuracy_se", "latency_ms", "macs_g", "arch"]].to_dict("records"),
             "search_seconds": round(searched.seconds, 1),
         }
-        atomic_write_json(path, results)
+        record(path, ["families", key], results["families"][key], empty=EMPTY)
         print(f"{key}: {len(front)} members ({searched.seconds:.0f} s)", flush=True)
 
+    train(path, heldout_dir, recipe)
+
+
+def train(path: Path, heldout_dir: Path, recipe: TrainConfig, shard: tuple[int, int] = (0, 1)) -> None:
+    """Train every member of the families found so far stand-alone (an arch in several families once);
+    `shard` (k, n): this process's part of them (benchmarks/shards.py)."""
+    results = _read(path)
     members = {m["arch_id"]: m["arch"] for f in results["families"].values() for m in f["members"]}
-    todo = [i for i in members if i not in results["standalone"]]
+    todo = [i for i in mine(sorted(members), shard) if i not in results["standalone"]]
     if not todo:
         return
     data = load_data(None, RESOLUTION)
@@ -94,11 +106,11 @@ def run(
         started = time.perf_counter()
         model = train_standalone(arch, data, recipe, progress=False)
         held = measure(model, heldout)
-        results["standalone"][arch_id] = {
+        value = {
             "heldout": {"top1": held.top1, "loss": held.loss, "images": len(heldout)},
             "seconds": round(time.perf_counter() - started, 1),
         }
-        atomic_write_json(path, results)
+        record(path, ["standalone", arch_id], value, empty=EMPTY)
         print(f"[{n}/{len(todo)}] {arch_id}: stand-alone held-out top-1 {held.top1:.4f}", flush=True)
 
 
@@ -158,13 +170,21 @@ def main() -> None:
     p.add_argument("--heldout", type=Path, default=HELDOUT, help="Fashion-MNIST IDX directory")
     p.add_argument("--smoke-test", action="store_true", help="2 training steps an arch: check the pipeline")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the raw results go (default: committed)")
+    p = sub.add_parser("train", help="train the members of the families found so far (resumable; shardable)")
+    p.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="K/N", help="every N-th member from the K-th")
+    p.add_argument("--heldout", type=Path, default=HELDOUT, help="Fashion-MNIST IDX directory")
+    p.add_argument("--smoke-test", action="store_true", help="2 training steps an arch: check the pipeline")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the raw results go (default: committed)")
     p = sub.add_parser("report", help="hypervolumes and the test, from results.json")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.command == "run":
+    if args.command in ("run", "train"):
         if args.smoke_test and args.results == RESULTS:
             parser.error("--smoke-test results must not enter the committed file: pass --results elsewhere")
         recipe = TrainConfig(seed=0, epochs=1, max_steps_per_epoch=2) if args.smoke_test else TrainConfig(seed=0)
+    if args.command == "train":
+        train(args.results, args.heldout, recipe, args.shard)
+    elif args.command == "run":
         run(
             args.trials,
             args.seeds,
