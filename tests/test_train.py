@@ -293,12 +293,15 @@ def test_cli_train_and_eval(tmp_path, capsys):
     argv = ["supernet", "eval", "--supernet", str(out), "--arch", arch.to_json(), "--finetune-steps", "2", "--json"]
     assert main(argv) == 0
     tuned = json.loads(capsys.readouterr().out)
+    from lglsearch.search.execution import SCORE_IMAGES
     from lglsearch.train.data import load_data
     from lglsearch.train.supernet import proxy_score
 
-    n = len(load_data(None, 64).val)  # a share of the whole validation split (the tuned score is recomputed below)
+    # a share of the search's scoring images (the tuned score is recomputed below, on the same ones)
+    assert shown["score_images"] == SCORE_IMAGES < len(load_data(None, 64).val)
+    n = SCORE_IMAGES
     assert round(shown["accuracy"] * n) == pytest.approx(shown["accuracy"] * n) and shown["loss"] > 0
-    expected = proxy_score(load_supernet(out), arch, load_data(None, 64), finetune_steps=2)
+    expected = proxy_score(load_supernet(out), arch, load_data(None, 64), finetune_steps=2, score_images=n)
     assert tuned["finetune_steps"] == 2 and (tuned["accuracy"], tuned["loss"]) == (expected.top1, expected.loss)
 
 
