@@ -209,19 +209,19 @@ def score(
     print(f"scores: {path}")
 
 
-def correlations(x, y) -> tuple[float, float, float]:
-    """Kendall tau, its bootstrap standard error over the archs, and Spearman rho."""
-    tau = kendalltau(x, y).statistic
+def correlations(x, y) -> tuple[float, float, float, float]:
+    """Kendall tau and Spearman rho, each with its bootstrap standard error over the archs."""
     spread = bootstrap(
         (x, y),
-        lambda a, b: kendalltau(a, b).statistic,
+        lambda a, b: np.array([kendalltau(a, b).statistic, spearmanr(a, b).statistic]),
         paired=True,
         vectorized=False,
         n_resamples=1000,
         method="percentile",
         random_state=0,
     )
-    return float(tau), float(spread.standard_error), float(spearmanr(x, y).statistic)
+    tau_se, rho_se = spread.standard_error
+    return float(kendalltau(x, y).statistic), float(tau_se), float(spearmanr(x, y).statistic), float(rho_se)
 
 
 def tau_gain(x, baseline, y) -> tuple[float, float]:
@@ -263,10 +263,10 @@ def report(half: str, seeds: int) -> None:
     print(f"{half} half: {len(ids)} of {len(entries)} archs with {seeds} seed(s); target: held-out top-1 mean")
     print(f"  stand-alone held-out top-1 {min(target):.4f}-{max(target):.4f}")
     if seeds > 1:
-        tau, se, rho = correlations(by_seed[0], by_seed[1])
+        tau, se, rho, rho_se = correlations(by_seed[0], by_seed[1])
         print(
-            f"  seed 0 vs seed 1: tau {tau:.3f} (se {se:.2f}), rho {rho:.3f}; a noiseless ranker would show "
-            f"about tau {noiseless_tau(tau, seeds):.2f} against their mean"
+            f"  seed 0 vs seed 1: tau {tau:.3f} (se {se:.2f}), rho {rho:.3f} (se {rho_se:.2f}); "
+            f"a noiseless ranker would show about tau {noiseless_tau(tau, seeds):.2f} against their mean"
         )
     macs = {e["arch_id"]: e["macs_g"] for e in done}
     params = {e["arch_id"]: count(Arch.from_dict(e["arch"])).params_m for e in done}
@@ -304,10 +304,11 @@ def report(half: str, seeds: int) -> None:
                     f"  {path.stem} {what}: spread over {len(calibs)} calibration seeds (sd, mean over archs) "
                     f"{noise:.4f}, sampling standard error of the validation split {sampling:.4f}"
                 )
+    print("  (the search's default score: 'calib0 val2000 top-1', 2,000 images; 'default (search)' scored all 5,000)")
     baseline = next((v for k, v in rows.items() if k.endswith("default (search) top-1")), None)
     for name, values in rows.items():
-        tau, se, rho = correlations(values, target)
-        line = f"  {name:40s} tau {tau:6.3f} (se {se:.2f}), rho {rho:6.3f}"
+        tau, se, rho, rho_se = correlations(values, target)
+        line = f"  {name:40s} tau {tau:6.3f} (se {se:.2f}), rho {rho:6.3f} (se {rho_se:.2f})"
         if baseline is not None and values is not baseline:
             gain, gain_se = tau_gain(values, baseline, target)
             line += f"; vs the default top-1 {gain:+.3f} (paired se {gain_se:.2f})"

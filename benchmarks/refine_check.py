@@ -33,9 +33,9 @@ from lglsearch.train.standalone import train_standalone
 from lglsearch.train.supernet import TrainConfig, measure
 
 
-def _said(figures: tuple[float, float, float]) -> str:
-    tau, se, rho = figures
-    return f"tau {tau:.3f} (se {se:.2f}), rho {rho:.3f}"
+def _said(figures: tuple[float, float, float, float]) -> str:
+    tau, se, rho, rho_se = figures
+    return f"tau {tau:.3f} (se {se:.2f}), rho {rho:.3f} (se {rho_se:.2f})"
 
 
 def main() -> None:
