@@ -270,7 +270,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     from lglsearch.cost.ops import arch_ops
     from lglsearch.cost.runner import OrtRunner
     from lglsearch.cost.table import HOST
-    from lglsearch.cost.validate import record_validation, sample_archs, validate
+    from lglsearch.cost.validate import sample_archs, validate
 
     if args.adb:
         _validate_on_phone(args)
@@ -285,17 +285,9 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     table = _table(HOST, sorted({k for _, a in labelled for k in arch_ops(a)}), space.name)
     runner = OrtRunner(threads=int(table.meta["threads"]), runs=args.runs, rounds=args.rounds)
     result = validate(table, labelled, runner=runner, progress=not args.json)
-    result.summary.update(
-        space=space.name, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    )
-    note = record_validation(table, space.name, result.summary, replace=args.replace)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.summary))
+    s = _store_validation(args, table, space.name, result)
+    if s is None:
         return
-    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    s = result.summary
     print(
         f"\n{s['n']} archs of {space.name}, {s['threads']} thread(s): {100 * s['within_10pct']:.0f}% within "
         f"+-10%, {100 * s['within_5pct']:.0f}% within +-5%, MAPE {100 * s['mape']:.1f}%, "
@@ -308,12 +300,30 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     )
 
 
+def _store_validation(args: argparse.Namespace, table, space: str, result, path=None) -> dict | None:
+    """Record a validation in the table's metadata and print its rows (or, with --json, the summary
+    alone: then None); the summary, for the caller's closing line."""
+    from lglsearch.cost.validate import record_validation
+
+    result.summary.update(
+        space=space, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    note = record_validation(table, space, result.summary, replace=args.replace, path=path)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.summary))
+        return None
+    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return result.summary
+
+
 def _validate_on_phone(args: argparse.Namespace) -> None:
     """`lut validate --adb`: the table's predictions against whole models timed on the phone."""
     from lglsearch.cost.adb import AdbPhone
     from lglsearch.cost.ops import arch_ops
     from lglsearch.cost.table import HOST, CostTable, user_tables_dir
-    from lglsearch.cost.validate import record_validation, sample_archs, validate_on_phone
+    from lglsearch.cost.validate import sample_archs, validate_on_phone
 
     if args.device == HOST:
         raise LglsearchError(
@@ -331,19 +341,11 @@ def _validate_on_phone(args: argparse.Namespace) -> None:
     # the table's own thread count and core mask unless told otherwise: the phone runs what the table priced
     bench = _bench(args, args.threads or int(table.meta.get("threads", 1)), args.cpu_mask or table.meta.get("cpu_mask"))
     result = validate_on_phone(table, labelled, phone=AdbPhone(args.adb, adb=args.adb_path), bench=bench)
-    result.summary.update(
-        space=space.name, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    )
     # a shipped table is not written over: its validated copy goes to the user cache, where it shadows it
     path = user_tables_dir() / f"{args.device}.csv"
-    note = record_validation(table, space.name, result.summary, replace=args.replace, path=path)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.summary))
+    s = _store_validation(args, table, space.name, result, path=path)
+    if s is None:
         return
-    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    s = result.summary
     print(
         f"\n{s['n']} archs of {space.name} on {args.adb} ({s['command']}): {100 * s['within_10pct']:.0f}% within "
         f"+-10%, {100 * s['within_20pct']:.0f}% within +-20%, MAPE {100 * s['mape']:.1f}%, mean error "

@@ -71,20 +71,11 @@ def validate(
     )
     bar.close()
     measured = np.array([timings[a.id].median_ms for a in archs])
-    rows = pd.DataFrame(
-        {
-            "arch_id": [a.id for a in archs],
-            "label": [label for label, _ in labelled],
-            "macs_g": [count(a).macs_g for a in archs],
-            "n_ops": [len(arch_ops(a)) for a in archs],
-            "predicted_ms": predicted,
-            "measured_ms": measured,
-            "measured_p10_ms": [timings[a.id].p10_ms for a in archs],
-            "measured_p90_ms": [timings[a.id].p90_ms for a in archs],
-            "measured_raw_ms": [timings[a.id].median_ms * speed for a in archs],
-        }
+    rows = _rows(labelled, predicted, measured).assign(
+        measured_p10_ms=[timings[a.id].p10_ms for a in archs],
+        measured_p90_ms=[timings[a.id].p90_ms for a in archs],
+        measured_raw_ms=[timings[a.id].median_ms * speed for a in archs],
     )
-    rows["error_pct"] = 100 * (rows["predicted_ms"] / rows["measured_ms"] - 1)
     raw = error_summary(predicted, rows["measured_raw_ms"].to_numpy())
     summary = error_summary(predicted, measured) | {
         "threads": runner.threads,
