@@ -119,6 +119,8 @@ def train(seeds: int, heldout_dir: Path, halves: list[str], shard: tuple[int, in
     jobs = [j for j in mine(jobs, shard) if f"{j[2]['arch_id']}/seed{j[0]}" not in results]
     for n, (seed, half, entry) in enumerate(jobs, 1):
         key = f"{entry['arch_id']}/seed{seed}"
+        if key in _read(STANDALONE):  # trained meanwhile by a shard of another split (e.g. 3/4 beside 1/2)
+            continue
         arch = Arch.from_dict(entry["arch"])
         started = time.perf_counter()
         model = train_standalone(arch, data, TrainConfig(seed=seed), progress=False)
