@@ -49,13 +49,17 @@ class Ranged:
 
     def out_of_range(self) -> str:
         """A value just outside the range (what the parser test tries)."""
-        return str(self.low) if self.open_low else str(self.low - 1)
+        if self.open_low:
+            return str(self.low)
+        # a float as -0.000001: argparse would read -1e-06 as an option
+        return str(self.low - 1) if self.kind is int else f"{self.low - 1e-6:f}"
 
 
 COUNT = Ranged(int, 1)  # runs, trials, epochs, batch sizes, workers: at least one
 NATURAL = Ranged(int, 0)  # seeds, steps that may be zero
 POSITIVE = Ranged(float, 0, open_low=True)  # budgets, minutes
 FRACTION = Ranged(float, 0, 1, open_low=True)
+NATURAL_FLOAT = Ranged(float, 0)  # weight decay
 
 
 def _hex_mask(text: str) -> str:
@@ -673,6 +677,61 @@ def cmd_supernet_eval(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import math
+    from pathlib import Path
+
+    from lglsearch.counting import count
+    from lglsearch.space import parse_arch
+    from lglsearch.train.data import load_data
+    from lglsearch.train.trainer import CHECKPOINT, Recipe, train_arch
+
+    deployed = parse_arch(args.arch)  # as the search priced it: its own resolution and classes
+    image_folder = args.data is not None and (Path(args.data) / "train").is_dir()
+    resolution = args.resolution or (deployed.resolution if image_folder else 64)
+    data = load_data(args.data, resolution)
+    try:
+        arch = deployed.replace(resolution=resolution, num_classes=data.num_classes)
+    except LglsearchError as err:
+        raise LglsearchError(
+            f"arch {deployed.id} cannot be trained at --resolution {resolution}: {err}; give a resolution its "
+            f"token grids fit (its own is {deployed.resolution})"
+        ) from None
+    epochs = args.epochs or (1 if args.smoke_test else Recipe.epochs)
+    recipe = Recipe(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=Recipe.warmup_epochs if epochs > 1 else 0,  # one epoch: all cosine, no ramp
+        label_smoothing=args.label_smoothing,
+        ema_decay=args.ema,
+        seed=args.seed,
+        max_steps_per_epoch=2 if args.smoke_test else None,
+    )
+    out = Path(args.out or f"runs/train-{deployed.id}")
+    trained = train_arch(arch, data, recipe, out, init=args.init, resume=args.resume, accelerator=args.accelerator)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
+        return
+    last = trained.metrics[-1]
+    top1, se = (last["ema_val_top1"], last["ema_val_top1_se"]) if args.ema else (last["val_top1"], last["val_top1_se"])
+    counts = count(deployed)
+    priced = ""
+    if args.device:
+        from lglsearch.cost.ops import arch_ops
+
+        table = _table(args.device, arch_ops(deployed))
+        latency, energy = table.cost(deployed)
+        priced = f", {latency:.2f} ms" + ("" if math.isnan(energy) else f" and {energy:.1f} mJ (modelled)")
+        priced += f" on {table.device}"
+    print(
+        f"trained {arch.id} ({recipe.epochs} epoch(s){', EMA weights' if args.ema else ''}): top-1 "
+        f"{100 * top1:.2f}% +- {100 * se:.2f} on {len(data.val):,} validation images ({data.source}); "
+        f"as deployed @{deployed.resolution}, {deployed.num_classes} classes: {counts.params_m:.2f} M params, "
+        f"{counts.macs_g:.3f} GMACs{priced}; weights {out / CHECKPOINT}"
+    )
+
+
 def cmd_ablate(args: argparse.Namespace) -> None:
     import math
     from pathlib import Path
@@ -928,6 +987,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-images", type=NATURAL, default=SCORE_IMAGES, metavar="N", help=images_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_supernet_eval)
+
+    p = sub.add_parser("train", help="train an arch on its own: the proxy, IDX or ImageFolder data (resumable)")
+    p.add_argument("--arch", required=True, metavar="SPEC", help=f"{arch_help}, or the arch id of a family under runs/")
+    p.add_argument(
+        "--data",
+        metavar="D",
+        help="a directory of Fashion-MNIST IDX files or an ImageFolder (default: the embedded proxy)",
+    )
+    p.add_argument("--epochs", type=COUNT, help="epochs to train (default 10)")
+    p.add_argument(
+        "--resolution",
+        type=Ranged(int, 32),
+        help="training resolution (default: 64 for the proxy and IDX data, the arch's own for an ImageFolder)",
+    )
+    p.add_argument("--batch-size", type=COUNT, default=64, help="per process (default 64)")
+    p.add_argument("--lr", type=POSITIVE, default=2e-3, help="AdamW's peak learning rate (default 2e-3)")
+    p.add_argument("--weight-decay", type=NATURAL_FLOAT, default=0.05, help="AdamW's weight decay (default 0.05)")
+    p.add_argument("--label-smoothing", type=Ranged(float, 0, 1), default=0.1, help="(default 0.1)")
+    p.add_argument(
+        "--ema",
+        type=FRACTION,
+        nargs="?",
+        const=0.999,
+        metavar="DECAY",
+        help="keep an EMA of the weights (decay 0.999 if none given) and report and save it as the result",
+    )
+    p.add_argument(
+        "--init",
+        metavar="supernet:DIR|checkpoint:FILE",
+        help="start from the arch's inherited supernet weights or from a state dict of this arch (default: scratch)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where checkpoint.pt, metrics.csv and arch.json go (default runs/train-ID)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted training in --out")
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument(
+        "--device",
+        default="snapdragon888",
+        metavar="D",
+        help="the latency table the summary prices the arch with (default snapdragon888; '' for none)",
+    )
+    p.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="train on the CPU or a CUDA GPU (auto: a GPU when there is one); under torchrun, one per process",
+    )
+    p.add_argument(
+        "--smoke-test", action="store_true", help="two steps an epoch (one epoch unless --epochs): check the pipeline"
+    )
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ablate", help="ablation studies of the LGL block: train and price variants of a base arch")
     p.add_argument("--study", required=True, help="lgl-components, sampling-rate, placement or all")

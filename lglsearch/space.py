@@ -25,6 +25,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +306,8 @@ PRESETS: dict[str, Arch] = {
 
 
 def parse_arch(spec: str | Path) -> Arch:
-    """An arch from a preset name, a JSON file or inline JSON."""
+    """An arch from a preset name, a JSON file, inline JSON, or the id of a family member of a run
+    under ./runs (`runs/*/family/<id>.json`)."""
     text = str(spec).strip()
     if text in PRESETS:
         return PRESETS[text]
@@ -319,7 +321,18 @@ def parse_arch(spec: str | Path) -> Arch:
             return Arch.from_json(path.read_text())
         except LglsearchError as err:
             raise LglsearchError(f"{path}: {err}") from None
-    raise LglsearchError(f"unknown arch {text!r}: give a preset ({', '.join(PRESETS)}), a JSON file or inline JSON")
+    if re.fullmatch(r"[0-9a-f]{10}", text):  # an arch id: a family member of a finished run
+        found = sorted(Path("runs").glob(f"*/family/{text}.json"))
+        if found:
+            return parse_arch(found[0])  # an id is a hash of the arch: every copy is the same arch
+        raise LglsearchError(
+            f"no run under {Path('runs').resolve()} has arch {text} in its family; give the family file "
+            "(runs/<run>/family/<id>.json) or run from the directory that holds runs/"
+        )
+    raise LglsearchError(
+        f"unknown arch {text!r}: give a preset ({', '.join(PRESETS)}), a JSON file, inline JSON or the arch id "
+        "of a family member under runs/"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ parameters, and after `checkpoint_filter_fn` the same function.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +21,9 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LGLBlock, PatchEmbed
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, PRESETS, Arch
+from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, PRESETS, Arch, parse_arch
 
-__all__ = ["EdgeViT", "build_model", "checkpoint_filter_fn", "load_checkpoint"]
+__all__ = ["TRAINING_SUMMARY", "EdgeViT", "build_model", "checkpoint_filter_fn", "load_checkpoint"]
 
 
 class EdgeViTStage(nn.Module):
@@ -130,7 +132,7 @@ _RENAMES = (
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
     """A state dict of this project's model from one of ours or of the reference implementation."""
-    for wrapper in ("state_dict", "model", "state_dict_ema", "model_ema"):
+    for wrapper in ("state_dict_ema", "model_ema", "state_dict", "model"):  # timm's order: EMA weights first
         if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
             state_dict = state_dict[wrapper]
             break
@@ -175,16 +177,45 @@ def load_checkpoint(model: EdgeViT, state_dict: Mapping[str, Any], source: str =
 # timm registration
 
 
-def _create_edgevit(variant: str, pretrained: bool = False, **kwargs: Any) -> EdgeViT:
+TRAINING_SUMMARY = "train.json"  # what `lglsearch train` writes beside arch.json: the data's mean and std
+
+
+def _resolve_arch(arch: Arch | Mapping[str, Any] | str | Path | None) -> tuple[Arch, dict[str, Any]]:
+    """The arch `timm.create_model("edgevit", arch=...)` names, and what its training recorded
+    (the normalisation of its data) where it came from a `lglsearch train` directory."""
+    if arch is None:
+        raise LglsearchError(
+            'edgevit needs an arch: timm.create_model("edgevit", arch=...) with a preset name, a JSON file '
+            "(runs/<run>/family/<id>.json), a training directory, a dict or an Arch"
+        )
+    if isinstance(arch, Arch):
+        return arch, {}
+    if isinstance(arch, Mapping):
+        return Arch.from_dict(arch), {}
+    path = Path(arch)
+    if path.is_dir():
+        path = path / "arch.json"
+    trained: dict[str, Any] = {}
+    summary = path.parent / TRAINING_SUMMARY
+    if path.is_file() and summary.is_file():
+        try:
+            recorded = json.loads(summary.read_text())
+            trained = {k: tuple(recorded[k]) for k in ("mean", "std")}
+        except (OSError, ValueError, KeyError, TypeError):
+            trained = {}  # no usable record: timm's defaults
+    return parse_arch(path if path.is_file() else arch), trained
+
+
+def _create_edgevit(variant: str, pretrained: bool = False, arch: Any = None, **kwargs: Any) -> EdgeViT:
     if pretrained:
         raise LglsearchError(
             f"no pretrained weights ship with lglsearch for {variant}; create it with "
             "pretrained=False and load a checkpoint (lglsearch export --checkpoint FILE reads "
-            "reference weights too)"
+            "reference weights too; timm's checkpoint_path= reads a `lglsearch train` checkpoint)"
         )
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    arch = PRESETS[variant]
+    arch, trained = (PRESETS[variant], {}) if variant in PRESETS else _resolve_arch(arch)
     changes = {}
     if kwargs.get("num_classes") is not None:
         changes["num_classes"] = kwargs.pop("num_classes")
@@ -196,20 +227,28 @@ def _create_edgevit(variant: str, pretrained: bool = False, **kwargs: Any) -> Ed
     if unknown:
         raise LglsearchError(
             f"{variant}: unsupported argument(s) {sorted(unknown)}; EdgeViT takes num_classes, "
-            "img_size, in_chans and drop_path_rate"
+            "img_size, in_chans and drop_path_rate" + ("" if variant in PRESETS else " beside arch")
         )
     model = build_model(arch.replace(**changes), **kwargs)
     model.default_cfg = model.pretrained_cfg = {
         "architecture": variant,
+        "arch_id": model.arch.id,
         "num_classes": model.num_classes,
         "input_size": (kwargs.get("in_chans", 3), model.arch.resolution, model.arch.resolution),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
+        "mean": trained.get("mean", (0.485, 0.456, 0.406)),  # the data it was trained on, else ImageNet's
+        "std": trained.get("std", (0.229, 0.224, 0.225)),
         "first_conv": "stages.0.downsample.proj",
         "classifier": "head",
         "paper_ids": "arXiv:2205.03436",
     }
     return model
+
+
+@register_model
+def edgevit(pretrained: bool = False, arch: Any = None, **kwargs: Any) -> EdgeViT:
+    """Any arch of the LGL space: `arch=` a preset name, a JSON file (a family member of a run, or a
+    training's arch.json), a training directory, an arch id under ./runs, inline JSON, a dict or an Arch."""
+    return _create_edgevit("edgevit", pretrained, arch, **kwargs)
 
 
 @register_model

@@ -150,6 +150,9 @@ class ImageData:
     num_classes: int
     source: str
     """What the data is, for provenance in reports and cache keys."""
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    """The per-channel normalisation the images are served with: what a deployed model must apply."""
 
 
 def labels_of(dataset: Dataset) -> list[int]:
@@ -218,6 +221,7 @@ def _arrays(arrays: dict[str, np.ndarray], resolution: int, stats: tuple, source
         ArrayImages(arrays["train_x"], arrays["train_y"], _transforms(resolution, False, *stats)),
         int(max(arrays["train_y"].max(), arrays["val_y"].max())) + 1,
         source,
+        *stats,
     )
 
 
@@ -235,4 +239,4 @@ def _image_folder(path: Path, resolution: int) -> ImageData:
         raise LglsearchError(f"ImageFolder data {path} holds no images ({err})".replace("\n", " ")) from None
     if train.classes != val.classes:
         raise LglsearchError(f"{path}: train/ and val/ have different class folders")
-    return ImageData(train, val, calib, len(train.classes), f"ImageFolder {path.resolve()}")
+    return ImageData(train, val, calib, len(train.classes), f"ImageFolder {path.resolve()}", *rgb)
