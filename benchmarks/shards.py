@@ -35,6 +35,7 @@ def mine(jobs: Sequence[T], shard: tuple[int, int]) -> list[T]:
 def record(path: Path, keys: Sequence[str], value: Any, empty: dict | None = None) -> None:
     """Set `value` at `keys` of the JSON file `path`, re-read and written under an flock, so that
     concurrent shards never drop each other's results (`empty`: the file's shape before any)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.is_file() else copy.deepcopy(empty or {})

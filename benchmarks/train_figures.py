@@ -7,7 +7,7 @@ weights (`--init supernet:DIR`, the search's default supernet). Each model is sc
 5,000 validation images (what `lglsearch train` reports) and on Fashion-MNIST's 10,000 test images,
 which no proxy split holds. Raw results: benchmarks/train/results.json; `report` prints them.
 
-    python benchmarks/train_figures.py run [--shard K/N]   # resumable; N one-thread processes
+    python benchmarks/train_figures.py run [--seeds 0 1] [--shard K/N]   # resumable; N one-thread processes
     python benchmarks/train_figures.py throughput          # images/s of XXS at 64 px (an idle machine)
     python benchmarks/train_figures.py report
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,26 +48,26 @@ def jobs() -> list[tuple[str, str, int, str | None]]:
     supernet = train_supernet(TrainConfig(), progress=False).directory  # the search's default (cached)
     return [
         ("pick-3", best, 3, None),
-        ("pick-10", best, 10, None),
         ("xxs-3", "edgevit_xxs", 3, None),
-        ("xxs-10", "edgevit_xxs", 10, None),
         ("pick-3-supernet", best, 3, f"supernet:{supernet}"),
+        ("pick-10", best, 10, None),
+        ("xxs-10", "edgevit_xxs", 10, None),
     ]
 
 
-def run(shard: tuple[int, int], out: Path) -> None:
+def run(shard: tuple[int, int], out: Path, seeds: list[int]) -> None:
     done = json.loads(RESULTS.read_text())["trainings"] if RESULTS.is_file() else {}
     data = load_data(None, RESOLUTION)
     heldout = load_data(HELDOUT, RESOLUTION).val
-    for name, spec, epochs, init in mine(jobs(), shard):
+    todo = [(f"{name}/seed{seed}", spec, epochs, init, seed) for seed in seeds for name, spec, epochs, init in jobs()]
+    for name, spec, epochs, init, seed in mine(todo, shard):
         if name in done:
             continue
         deployed = parse_arch(spec)
         arch = deployed.replace(resolution=RESOLUTION, num_classes=data.num_classes)
-        directory = out / name
-        started = time.perf_counter()
+        directory = out / name.replace("/", "-")
         trained = train_arch(
-            arch, data, Recipe(epochs=epochs), directory, init=init,
+            arch, data, Recipe(epochs=epochs, seed=seed), directory, init=init,
             resume=(directory / "checkpoint.pt").exists(), accelerator="cpu", progress=False,
         )  # fmt: skip
         held = measure(trained.model, heldout)
@@ -83,7 +82,8 @@ def run(shard: tuple[int, int], out: Path) -> None:
             "heldout_top1_se": held.top1_se,
             "heldout_loss": held.loss,
             "images_per_s": sum(m["images_per_s"] for m in trained.metrics) / len(trained.metrics),
-            "seconds": round(time.perf_counter() - started, 1),
+            "seed": seed,
+            "train_seconds": round(sum(m["seconds"] for m in trained.metrics), 1),  # the epochs alone, resumed or not
             "threads": torch.get_num_threads(),
         }
         record(RESULTS, ["trainings", name], value, empty=EMPTY)
@@ -110,18 +110,24 @@ def report() -> None:
     results = json.loads(RESULTS.read_text())
     for name, r in results.get("throughput", {}).items():
         print(f"throughput {name}: {r['images_per_s']:.0f} images/s ({r['threads']} threads, batch {r['batch']})")
-    rows = results["trainings"]
-    print(f"{'training':18s} {'arch':10s} {'proxy val top-1':>17s} {'held-out top-1':>16s} {'s':>6s}")
-    for name, r in rows.items():
+    rows = pd.DataFrame([{"training": k.split("/")[0], **v} for k, v in results["trainings"].items()]).sort_values(
+        ["training", "seed"]
+    )
+    print("top-1 in %, each seed (proxy val, 5,000 images / held-out, 10,000), then the mean and its se over seeds")
+    for name, group in rows.groupby("training", sort=False):
+        held = 100 * group["heldout_top1"]
+        seeds = "  ".join(f"s{r.seed}: {100 * r.val_top1:.2f} / {100 * r.heldout_top1:.2f}" for r in group.itertuples())
+        se = held.std(ddof=1) / math.sqrt(len(held)) if len(held) > 1 else math.nan
         print(
-            f"{name:18s} {r['arch_id']:10s} {100 * r['val_top1']:7.2f} +- {100 * r['val_top1_se']:.2f}  "
-            f"{100 * r['heldout_top1']:7.2f} +- {100 * r['heldout_top1_se']:.2f} {r['seconds']:6.0f}"
+            f"  {name:16s} {group['arch_id'].iloc[0]}  {seeds}   held-out mean {held.mean():.2f} (se {se:.2f}), "
+            f"{group['train_seconds'].mean():.0f} s"
         )
-    for a, b in (("pick-3", "xxs-3"), ("pick-10", "xxs-10"), ("pick-3-supernet", "pick-3")):
-        if a in rows and b in rows:
-            diff = rows[a]["heldout_top1"] - rows[b]["heldout_top1"]
-            se = math.hypot(rows[a]["heldout_top1_se"], rows[b]["heldout_top1_se"])
-            print(f"{a} - {b}: held-out {100 * diff:+.2f} points (se of the images {100 * se:.2f})")
+    by = rows.pivot(index="seed", columns="training", values="heldout_top1")
+    for a, b in (("pick-3", "xxs-3"), ("pick-10", "xxs-10"), ("pick-3-supernet", "pick-3"), ("pick-10", "pick-3")):
+        if a in by and b in by:
+            diff = 100 * (by[a] - by[b]).dropna()
+            se = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+            print(f"  {a} - {b}: held-out {diff.mean():+.2f} points (paired over {len(diff)} seed(s), se {se:.2f})")
 
 
 def main() -> None:
@@ -129,12 +135,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")
     p.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="K/N")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=Path("runs/bench-train"))
     sub.add_parser("throughput")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "run":
-        run(args.shard, args.out)
+        run(args.shard, args.out, args.seeds)
     elif args.command == "throughput":
         throughput()
     else:

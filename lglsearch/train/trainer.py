@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
@@ -41,7 +40,7 @@ from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
 from lglsearch.train.distributed import Placement, placement
-from lglsearch.train.supernet import _loader, load_training_checkpoint, make_optimizer, measure
+from lglsearch.train.supernet import _epoch_loader, load_training_checkpoint, make_optimizer, measure
 
 __all__ = ["CHECKPOINT", "Recipe", "Trained", "fit", "initial_weights", "train_arch"]
 
@@ -88,23 +87,6 @@ def steps_per_epoch(recipe: Recipe, data: ImageData, world: int = 1) -> int:
             f"{f' x {world} processes' if world > 1 else ''}; lower --batch-size"
         )
     return steps
-
-
-def _epoch_loader(data: ImageData, recipe: Recipe, epoch: int, where: Placement) -> DataLoader:
-    if where.world == 1:
-        return _loader(data.train, recipe.batch_size, recipe.seed + epoch, shuffle=True)
-    shard = DistributedSampler(
-        data.train, num_replicas=where.world, rank=where.rank, shuffle=True, seed=recipe.seed + epoch, drop_last=True
-    )
-    cuda = where.device.type == "cuda"
-    return DataLoader(
-        data.train,
-        batch_size=recipe.batch_size,
-        sampler=shard,
-        drop_last=True,
-        num_workers=4 if cuda else 0,
-        pin_memory=cuda,
-    )
 
 
 def fit(
