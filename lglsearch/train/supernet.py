@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -77,6 +77,18 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 FINETUNE_LR = 1e-3  # constant, AdamW: the rate the ranking benchmark measured
+
+
+class Schedule(Protocol):
+    """What the optimiser, the schedule and the epoch loader read of a recipe: a supernet's
+    `TrainConfig` or a stand-alone `Recipe` (lglsearch.train.trainer)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -227,7 +239,7 @@ def _train_supernet(config: TrainConfig, out: Path | None, *, progress: bool, ac
     return TrainedSupernet(net.cpu().eval(), config, data, directory, config.epochs)
 
 
-def _epoch_loader(data: ImageData, config: TrainConfig, epoch: int, where: Placement) -> DataLoader:
+def _epoch_loader(data: ImageData, config: Schedule, epoch: int, where: Placement) -> DataLoader:
     """This process's batches of an epoch: all of them alone, a disjoint shard under torchrun."""
     if where.world == 1:
         return _loader(data.train, config.batch_size, config.seed + epoch, shuffle=True)
@@ -243,9 +255,7 @@ def steps_per_epoch(config: TrainConfig, data: ImageData, world: int = 1) -> int
     return min(len(data.train) // (config.batch_size * world), config.max_steps_per_epoch or 10**9)
 
 
-def make_optimizer(
-    model: nn.Module, config: TrainConfig, steps: int
-) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
+def make_optimizer(model: nn.Module, config: Schedule, steps: int) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
     """AdamW and a per-step cosine schedule with linear warm-up: the recipe of every training here."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = CosineLRScheduler(

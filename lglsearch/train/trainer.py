@@ -15,8 +15,6 @@ way), resuming, and the per-epoch metrics.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -340,12 +338,3 @@ def train_arch(
         )
     where.close()
     return result
-
-
-def read_summary(directory: Path) -> dict[str, Any] | None:
-    """A training directory's summary (`train.json`), or None where there is none or it is unreadable."""
-    try:
-        value = json.loads((Path(directory) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) and math.isfinite(value.get("top1", math.nan)) else None
