@@ -127,6 +127,20 @@ def test_an_unseen_kernel_type_is_priced_as_its_fallback_and_flagged():
         model.priced_as("fft")
 
 
+def test_a_base_model_prices_the_kernel_types_a_model_never_saw():
+    ffn = [_ref("transffn_4_64_2_hard_swish_ln"), _ref("transffn_8_64_3_hard_swish_ln")]
+    attn = [_ref("transattn_4_64_hard_swish_2_ln"), _ref("transattn_8_64_hard_swish_3_ln")]
+    narrow = KernelModel.fit(ffn, [0.1, 0.3])
+    base = KernelModel.fit(ffn + attn, [0.1, 0.3, 0.2, 0.5])
+    assert np.allclose(narrow.predict(ffn, base), narrow.predict(ffn))  # nothing unseen: base unused
+    unseen = [[k for k in block if k.type not in narrow.seen] for block in attn]
+    seen = [[k for k in block if k.type in narrow.seen] for block in attn]
+    constant = base.coef[base.columns.index(("block", "constant"))]
+    expected = narrow.predict(seen) + base.predict(unseen) - constant
+    assert np.allclose(narrow.predict(attn, base), expected)
+    assert not np.allclose(narrow.predict(attn, base), narrow.predict(attn))  # softmax and matmul move
+
+
 def test_outside_names_sizes_beyond_the_fit():
     blocks = [_ref("transffn_4_64_2_hard_swish_ln"), _ref("transffn_8_64_2_hard_swish_ln")]
     model = KernelModel.fit(blocks, [0.1, 0.2])

@@ -390,10 +390,17 @@ class KernelModel:
     def _index(self) -> frozenset[tuple[str, str]]:
         return frozenset(self.columns)
 
-    def predict(self, blocks: Sequence[Sequence[Kernel]]) -> np.ndarray:
-        """Latency (ms) of each block, the sum of its kernels' costs."""
-        rows = design_rows(blocks, self.columns, self.priced_as, self._priced_terms)
-        return rows @ self.coef
+    def predict(self, blocks: Sequence[Sequence[Kernel]], base: KernelModel | None = None) -> np.ndarray:
+        """Latency (ms) of each block, the sum of its kernels' costs. With a `base` model (say, one
+        fitted on all classes beside this one fitted on one class), kernels of a type this model
+        never saw are priced by `base` (without its per-block constant) instead of a fallback type."""
+        if base is None:
+            rows = design_rows(blocks, self.columns, self.priced_as, self._priced_terms)
+            return rows @ self.coef
+        own = [[k for k in block if k.type in self.seen] for block in blocks]
+        other = [[k for k in block if k.type not in self.seen] for block in blocks]
+        constant = base.coef[base.columns.index(("block", "constant"))]
+        return self.predict(own) + base.predict(other) - constant
 
     def outside(self, kernels: Sequence[Kernel]) -> list[dict[str, Any]]:
         """The kernels of a block priced outside what the fit saw: a type it never saw (priced as
