@@ -16,7 +16,7 @@ follows TFLite's graph, not PyTorch's: a BatchNorm right after a convolution is 
 (the TFLite converter folds it), a bias add right after a matmul is the dense layer's bias, a ReLU
 or ReLU6 right after a convolution, dense layer or add is fused into it (TFLite's fused
 activations), and pure views (reshape, transpose without a copy, slicing) are free. Hard-swish,
-GELU and hard-sigmoid have no fused form in TFLite and stay element-wise kernels.
+GELU and hard-sigmoid have no fused form in TFLite and stay kernels (`activation`, `gelu`).
 
 `KernelModel.fit` fits, on measured block latencies, a cost per kernel linear in its terms
 (`kernel_terms`),
@@ -28,6 +28,10 @@ plus a per-block constant (the interpreter's fixed cost of one invocation), with
 coefficients, minimising the squared relative error (the error the tables report). A kernel type
 the fit never saw is priced as its nearest seen type (`FALLBACK`), and `KernelModel.outside` says
 which kernels of a block were priced so or lie outside the fitted size range.
+
+How well it does (`benchmarks/kernel_transfer.py`): fitted per op class, it predicts held-out
+reference blocks better than the transfer; fitted on some nn-Meter kinds, it does not predict a
+left-out kind within the issue's aim, because the kinds disagree about what the same kernels cost.
 """
 
 from __future__ import annotations
