@@ -102,6 +102,8 @@ def train(path: Path, heldout_dir: Path, recipe: TrainConfig, shard: tuple[int, 
     data = load_data(None, RESOLUTION)
     heldout = load_data(heldout_dir, RESOLUTION).val
     for n, arch_id in enumerate(todo, 1):  # keyed by the deploy arch's id, trained at the proxy's size
+        if arch_id in _read(path)["standalone"]:  # another shard (a finer split over a slow tail) did it
+            continue
         arch = Arch.from_json(members[arch_id]).replace(resolution=RESOLUTION, num_classes=CLASSES)
         started = time.perf_counter()
         model = train_standalone(arch, data, recipe, progress=False)

@@ -724,8 +724,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         latency, energy = table.cost(deployed)
         priced = f", {latency:.2f} ms" + ("" if math.isnan(energy) else f" and {energy:.1f} mJ (modelled)")
         priced += f" on {table.device}"
+    trained_as = "" if arch == deployed else f", as arch {arch.id} at {arch.resolution} px, {arch.num_classes} classes"
     print(
-        f"trained {arch.id} ({recipe.epochs} epoch(s){', EMA weights' if args.ema else ''}): top-1 "
+        f"trained {deployed.id} ({recipe.epochs} epoch(s){trained_as}{', EMA weights' if args.ema else ''}): top-1 "
         f"{100 * top1:.2f}% +- {100 * se:.2f} on {len(data.val):,} validation images ({data.source}); "
         f"as deployed @{deployed.resolution}, {deployed.num_classes} classes: {counts.params_m:.2f} M params, "
         f"{counts.macs_g:.3f} GMACs{priced}; weights {out / CHECKPOINT}"
