@@ -713,8 +713,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     trained = train_arch(arch, data, recipe, out, init=args.init, resume=args.resume, accelerator=args.accelerator)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
         return
-    last = trained.metrics[-1]
-    top1, se = (last["ema_val_top1"], last["ema_val_top1_se"]) if args.ema else (last["val_top1"], last["val_top1_se"])
+    top1, se = trained.top1()
     counts = count(deployed)
     priced = ""
     if args.device:

@@ -34,6 +34,7 @@ from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_save_torch, atomic_write, atomic_write_json
 from lglsearch.nn import EdgeViT, build_model, load_checkpoint
 from lglsearch.nn.edgevit import TRAINING_SUMMARY as SUMMARY
+from lglsearch.nn.edgevit import checkpoint_filter_fn
 from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
@@ -74,7 +75,13 @@ class Recipe:
 class Trained:
     model: EdgeViT  # on the CPU, in eval mode; the EMA weights when there is an EMA
     metrics: list[dict[str, Any]]
-    directory: Path | None
+
+    def top1(self) -> tuple[float, float]:
+        """The result's validation top-1 and its standard error: the EMA's where there is one."""
+        last = self.metrics[-1]
+        if "ema_val_top1" in last:
+            return last["ema_val_top1"], last["ema_val_top1_se"]
+        return last["val_top1"], last["val_top1_se"]
 
 
 def steps_per_epoch(recipe: Recipe, data: ImageData, world: int = 1) -> int:
@@ -94,14 +101,14 @@ def fit(
     *,
     where: Placement | None = None,
     state: dict[str, Any] | None = None,
-    on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     evaluate: bool = True,
     progress: bool = True,
     desc: str = "train",
 ) -> Trained:
     """Train `model` with `recipe` from epoch 0, or from the checkpoint `state` of an earlier call.
 
-    After each epoch `on_epoch(row, state)` gets the epoch's metrics and the state to save (the main
+    After each epoch `on_epoch(state)` gets the state to save, its metrics so far included (the main
     process only). With `evaluate`, each epoch ends with top-1 and cross-entropy on `data.val`.
     """
     where = where or placement("cpu")
@@ -197,9 +204,9 @@ def fit(
             }
             if ema is not None:  # timm's `create_model(checkpoint_path=...)` prefers this key, as `export` does
                 saved["state_dict_ema"] = ema.module.state_dict()
-            on_epoch(row, saved)
+            on_epoch(saved)
     final = ema.module if ema is not None else model
-    return Trained(final.to(memory_format=torch.contiguous_format).cpu().eval(), metrics, None)
+    return Trained(final.to(memory_format=torch.contiguous_format).cpu().eval(), metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +233,6 @@ def initial_weights(model: EdgeViT, init: str) -> str:
         from lglsearch.export import read_checkpoint
 
         state = read_checkpoint(where)
-    from lglsearch.nn.edgevit import checkpoint_filter_fn
-
     state = checkpoint_filter_fn(state, model)
     note = ""
     head = model.head.weight
@@ -302,27 +307,25 @@ def train_arch(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / ARCH, arch.to_json() + "\n")
 
-    def save(row: dict[str, Any], saved: dict[str, Any]) -> None:
+    def save(saved: dict[str, Any]) -> None:
         atomic_save_torch(saved | {"identity": identity, "arch": arch.to_dict()}, checkpoint)
         atomic_write(out / METRICS, pd.DataFrame(saved["metrics"]).to_csv(index=False))
 
     if state is not None and state["epoch"] >= recipe.epochs:
-        model.load_state_dict(state.get("state_dict_ema") or state["state_dict"])
-        result = Trained(model.eval(), list(state["metrics"]), out)
+        model.load_state_dict(checkpoint_filter_fn(state))  # the EMA weights first, as timm and export read it
+        result = Trained(model.eval(), list(state["metrics"]))
     else:
         if progress and where.main and state is not None:
             print(f"lglsearch: resuming at epoch {state['epoch'] + 1} from {checkpoint}", file=sys.stderr)
         result = fit(model, data, recipe, where=where, state=state, on_epoch=save, progress=progress, desc=arch.id)
-        result.directory = out
     if where.main:
-        last = result.metrics[-1]
-        top1 = last.get("ema_val_top1", last["val_top1"])
+        top1, top1_se = result.top1()
         atomic_write_json(
             out / SUMMARY,
             {
                 "arch_id": arch.id,
                 "top1": top1,
-                "top1_se": last.get("ema_val_top1_se", last["val_top1_se"]),
+                "top1_se": top1_se,
                 "weights": "EMA" if recipe.ema_decay is not None else "final",
                 "epochs": recipe.epochs,
                 "init": loaded,
