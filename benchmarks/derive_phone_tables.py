@@ -1,13 +1,15 @@
-"""Derive the four shipped phone tables and print their held-out transfer errors and presets.
+"""Derive the four shipped phone tables and print their held-out errors and presets.
 
-Times a class-stratified sample of each phone's reference blocks and the parts of every op key of
-the shipped spaces on this machine (the host table, resumable), fits the per-class transfer model
-per phone, and writes `latency_tables/<device>.csv/.json`. Usage:
+Fits the phone model (`--model kernel`, the default: per-kernel costs on a class-stratified sample
+of each phone's reference blocks, nothing timed; `--model transfer`: the sample and the parts of
+every op key of the shipped spaces timed on this machine, the host table, resumable), prices every
+op key of the shipped spaces and writes `<out>/<device>.csv/.json`. Usage:
 
-    python benchmarks/derive_phone_tables.py --reference-dir ../shared/data/phone-luts [--per-class 300]
+    python benchmarks/derive_phone_tables.py --reference-dir ../shared/data/phone-luts [--model kernel]
+        [--per-class 600] [--out latency_tables]
 
-Without --reference-dir it reuses each shipped table's stored transfer model: it derives only the
-keys a table lacks and models every row's energy again, timing nothing when no key is missing.
+Without --reference-dir it reuses each shipped table's stored model: it derives only the keys a
+table lacks and models every row's energy again.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import argparse
 import time
 from pathlib import Path
 
-from lglsearch.cost.derive import derive_table, with_coverage
+from lglsearch.cost.derive import MODELS, derive_table, with_coverage
 from lglsearch.cost.ops import space_ops
-from lglsearch.cost.transfer import TransferModel
 from lglsearch.space import PRESETS, load_space
 
 FILES = {
@@ -32,7 +33,8 @@ FILES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", type=Path, help="the phones' nn-Meter LUTs (default: reuse the tables')")
-    parser.add_argument("--per-class", type=int, default=300)
+    parser.add_argument("--model", choices=MODELS, help="default: kernel with --reference-dir, else each table's own")
+    parser.add_argument("--per-class", type=int, help="default: 600 for the kernel model, 300 for the transfer")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "latency_tables")
     args = parser.parse_args()
     spaces = [load_space(), load_space("tiny")]
@@ -45,28 +47,31 @@ def main() -> None:
             keys,
             reference_path=args.reference_dir / file if args.reference_dir else None,
             space_name="edgevit",
+            model=args.model,
             per_class=args.per_class,
             out=args.out,
         )
         table.meta["spaces"] = [s.name for s in spaces]
         table.meta["coverage"] = {}  # derive_table checked the union of the spaces' keys: check each space
-        model = TransferModel.from_dict(table.meta["transfer"])
         for space in spaces:
-            table = with_coverage(table, model, space_ops(space), space.name)
+            table = with_coverage(table, space_ops(space), space.name)
         table.save(args.out / f"{device}.csv")
-        print(f"\n{device}: {len(table)} entries in {time.perf_counter() - start:.0f} s; held-out transfer error:")
+        model = table.phone_model()
+        seconds = time.perf_counter() - start
+        print(f"\n{device}: {len(table)} entries in {seconds:.0f} s; held-out error of the {model['name']} model:")
         print("| class | n | within +-10% | within +-5% | MAPE |")
         print("|---|---|---|---|---|")
-        for op_class, h in sorted(table.meta["transfer"]["heldout"].items()):
+        for op_class, h in sorted(model["heldout"].items()):
             print(
                 f"| {op_class} | {h['n']} | {100 * h['within_10pct']:.0f}% | {100 * h['within_5pct']:.0f}% | "
                 f"{100 * h['mape']:.1f}% |"
             )
-        for kind, e in sorted(table.meta["transfer"].get("leave_one_kind_out", {}).items()):
+        for kind, e in sorted(model.get("leave_one_kind_out", {}).items()):
             print(
                 f"leave {kind} out ({e['op_class']}, fitted on {'+'.join(e['fitted_on'])}): n={e['n']}, "
                 f"{100 * e['within_10pct']:.0f}% within +-10%, {100 * e['within_20pct']:.0f}% within +-20%, "
-                f"MAPE {100 * e['mape']:.1f}%, {100 * e['outside_range']:.0f}% outside the fitted range"
+                f"MAPE {100 * e['mape']:.1f}%"
+                + (f", {100 * e['outside_range']:.0f}% outside the fitted range" if "outside_range" in e else "")
             )
         for name, cover in table.meta["coverage"].items():
             print(f"{name}: {cover['keys_outside']} of {cover['keys']} op keys outside the fitted range")

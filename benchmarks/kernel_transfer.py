@@ -34,19 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lglsearch.cost.derive import _sample_reference
-from lglsearch.cost.kernels import Kernel, KernelModel, decompose
+from lglsearch.cost.kernels import Kernel, KernelModel
 from lglsearch.cost.metrics import error_summary
-from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, op_parts, space_ops
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind, reference_module
-from lglsearch.cost.table import CostTable, shipped_dir
+from lglsearch.cost.ops import arch_ops, op_parts, space_ops
+from lglsearch.cost.phone_kernels import heldout_mask, part_kernels, reference_kernels
+from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
+from lglsearch.cost.table import CostTable
 from lglsearch.io import atomic_write_json
 from lglsearch.space import PRESETS, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "kernel_transfer" / "results.json"
+TRANSFER_TABLES = Path(__file__).resolve().parent / "phone_models" / "transfer"
+"""The transfer's tables ("current transfer" and "shipped" below: the tables shipped before the kernel model)."""
 FILES = {
     "snapdragon888": "xiaomi11-snapdragon888.json",
     "snapdragon855": "pixel4-snapdragon855.json",
@@ -54,28 +56,6 @@ FILES = {
     "snapdragon821": "pixel1-snapdragon821.json",
 }
 KINDS = ("conv", "firstconv", "mbpool", "transds", "transattn", "transffn")
-
-
-def _reference_kernels(key: str) -> list[Kernel]:
-    with torch.device("meta"):  # a reference block's positional bias alone can be 80 MB
-        module, shape = reference_module(key)
-    return decompose(module, shape)
-
-
-def _part_kernels(part: str) -> list[Kernel]:
-    with torch.device("meta"):
-        module = op_module(part)
-    return decompose(module, op_input_shape(part))
-
-
-def _heldout_mask(classes: np.ndarray, holdout: float, seed: int) -> np.ndarray:
-    """The held-out blocks of `TransferModel.fit`: per class in sorted order, one draw per block."""
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(classes), bool)
-    for op_class in sorted(set(classes)):
-        rows = np.flatnonzero(classes == op_class)
-        test[rows] = rng.random(len(rows)) < holdout
-    return test
 
 
 def _rounded(summary: dict[str, Any]) -> dict[str, Any]:
@@ -145,15 +125,15 @@ def run(args: argparse.Namespace) -> None:
     sample = _sample_reference(references["snapdragon888"], args.per_class, args.seed)
     if any(set(sample) - set(ref) for ref in references.values()):
         raise SystemExit("the phones' reference files do not share their keys")
-    blocks = [_reference_kernels(key) for key in sample]
+    blocks = [reference_kernels(key) for key in sample]
     classes = np.array([reference_class(k) for k in sample])
     kinds = np.array([reference_kind(k) for k in sample])
-    test = _heldout_mask(classes, args.holdout, args.seed)
+    test = heldout_mask(classes, args.holdout, args.seed)
     spaces = {name: space_ops(load_space(name)) for name in ("edgevit", "tiny")}
     all_parts = sorted({p for keys in spaces.values() for key in keys for p, _ in op_parts(key)})
     preset_keys = {name: arch_ops(arch) for name, arch in PRESETS.items()}
     all_parts += sorted({p for keys in preset_keys.values() for key in keys for p, _ in op_parts(key)} - set(all_parts))
-    parts = {part: _part_kernels(part) for part in all_parts}
+    parts = {part: part_kernels(part) for part in all_parts}
     print(f"{len(sample)} reference blocks and {len(parts)} EdgeViT op parts decomposed", file=sys.stderr)
     phones: dict[str, Any] = {}
     for device, reference in references.items():
@@ -178,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
             loko[kind] = _rounded(error_summary(fitted.predict(held_blocks), y[held])) | {
                 "priced_by_fallback": {t: fitted.priced_as(t) for t in unseen}
             }
-        shipped = CostTable.load(shipped_dir() / f"{device}.csv")
+        shipped = CostTable.load(TRANSFER_TABLES / f"{device}.csv")
         transfer = shipped.meta.get("transfer", {})
         phones[device] = {
             "random_split": random,

@@ -280,12 +280,14 @@ def variant_space(archs: Sequence[Arch], *, name: str = "ablation") -> Space:
 
 def device_table(device: str, keys: Sequence[str], *, runner: OrtRunner | None = None) -> CostTable:
     """`device`'s table holding every key it can: the host measures missing keys, a shipped phone
-    derives them with its stored transfer model (as `lglsearch lut derive` without --reference)."""
+    derives them with its stored phone model (as `lglsearch lut derive` without --reference)."""
     table = load_device_table(device, keys, runner=runner)
     missing = table.missing(keys)
-    if missing and device in PHONES and "transfer" in table.meta:
+    model = table.phone_model()
+    if missing and device in PHONES and model is not None:
         print(
-            f"lglsearch: deriving {len(missing)} op key(s) missing from the {device} table with its transfer model",
+            f"lglsearch: deriving {len(missing)} op key(s) missing from the {device} table "
+            f"with its {model['name']} model",
             file=sys.stderr,
         )
         table = derive_table(device, keys, reference_path=None, space_name="ablation", runner=runner)
@@ -600,7 +602,7 @@ def _provenance(
         "device": table.device,
         "table": {k: table.meta.get(k) for k in ("description", "method", "source", "runtime", "threads")},
         "added_keys": len(results.get("added_keys", [])),
-        "heldout": table.meta.get("transfer", {}).get("heldout", {}),
+        "heldout": (table.phone_model() or {}).get("heldout", {}),
         "energy": table.meta.get("energy", {}),
         "host": f"{cpu_name()}, onnxruntime {onnxruntime.__version__}, {runner.threads} thread(s), fp32, batch 1, "
         f"median of {runner.runs} runs in {runner.rounds} interleaved rounds",

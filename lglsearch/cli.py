@@ -162,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             outside = result["outside_fitted_range"]
             print(
                 f"note     {len(outside['ops'])} op(s), {100 * outside['latency_share']:.1f}% of the latency, priced "
-                "outside the transfer model's fitted range (extrapolated; see `lglsearch devices`)"
+                "outside what the table's phone model was fitted on (extrapolated; see `lglsearch devices`)"
             )
 
 
@@ -224,21 +224,25 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
         space_ops(space),
         reference_path=args.reference,
         space_name=space.name,
+        model=args.model,
         runner=OrtRunner(runs=args.runs, rounds=args.rounds),
         per_class=args.per_class,
         holdout=args.holdout,
         seed=args.seed,
         out=Path(args.out) if args.out else None,
     )
-    print(f"{table.device}: {len(table)} entries ({table.meta['method']}), {table.meta['description']}")
-    for op_class, h in sorted(table.meta["transfer"]["heldout"].items()):
+    model = table.phone_model()
+    print(
+        f"{table.device}: {len(table)} entries ({table.meta['method']}, {model['name']} model), "
+        f"{table.meta['description']}"
+    )
+    for op_class, h in sorted(model["heldout"].items()):
         print(
             f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
             f"within +-5% {100 * h['within_5pct']:3.0f}%  MAPE {100 * h['mape']:.1f}%"
         )
-    transfer = table.meta["transfer"]
     coverage = {space.name: table.meta["coverage"][space.name]}
-    _print_transfer_reach({"leave_one_kind_out": transfer.get("leave_one_kind_out"), "coverage": coverage}, "  ")
+    _print_model_reach({"leave_one_kind_out": model.get("leave_one_kind_out"), "coverage": coverage}, "  ")
     energy = table.meta["energy"]
     print(f"  energy: modelled, not measured, at {energy['power_w']} W ({energy['core']['core']})")
 
@@ -373,7 +377,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 }
             )
             continue
-        meta = CostTable.load(path).meta
+        table = CostTable.load(path)
+        meta, model = table.meta, table.phone_model() or {}
         rows.append(
             {
                 k: meta.get(k)
@@ -394,8 +399,9 @@ def cmd_devices(args: argparse.Namespace) -> None:
             }
             | {
                 "path": str(path),
-                "heldout": meta.get("transfer", {}).get("heldout"),
-                "leave_one_kind_out": meta.get("transfer", {}).get("leave_one_kind_out"),
+                "model": model.get("name"),
+                "heldout": model.get("heldout"),
+                "leave_one_kind_out": model.get("leave_one_kind_out"),
                 "coverage": meta.get("coverage"),
             }
         )
@@ -420,16 +426,16 @@ def cmd_devices(args: argparse.Namespace) -> None:
             )
         for op_class, v in sorted((row.get("heldout") or {}).items()):
             print(
-                f"{pad}held-out transfer error, {op_class}: {100 * v['within_10pct']:.0f}% within +-10% "
-                f"(n={v['n']}), MAPE {100 * v['mape']:.1f}%"
+                f"{pad}held-out error ({row['model']} model), {op_class}: {100 * v['within_10pct']:.0f}% within "
+                f"+-10% (n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
         if row.get("heldout"):
-            _print_transfer_reach(row, pad)
+            _print_model_reach(row, pad)
         _print_energy(row.get("energy") or {}, pad)
 
 
-def _print_transfer_reach(row: dict, pad: str) -> None:
-    """A derived table's leave-one-kind-out error and its keys outside the fitted range."""
+def _print_model_reach(row: dict, pad: str) -> None:
+    """A derived table's leave-one-kind-out error and its keys priced outside what its model saw."""
     kinds = row.get("leave_one_kind_out") or {}
     if not kinds:
         print(f"{pad}leave-one-kind-out error: not measured (derive the table again with --reference)")
@@ -440,15 +446,23 @@ def _print_transfer_reach(row: dict, pad: str) -> None:
             f"MAPE {100 * v['mape']:.1f}%"
         )
     for space, c in sorted((row.get("coverage") or {}).items()):
-        classes = ", ".join(
-            f"{op_class} {e['outside']}/{e['parts']} ({', '.join(e['features'])})"
-            for op_class, e in c["by_class"].items()
-            if e["outside"]
-        )
+        if "by_type" in c:  # kernel model: kernels of unseen types or past the fitted sizes
+            what = ", ".join(
+                f"{kind} {e['outside']}/{e['kernels']}" + (f" (as {e['priced_as']})" if "priced_as" in e else "")
+                for kind, e in c["by_type"].items()
+                if e["outside"]
+            )
+            checked = "kernels outside the fits"
+        else:  # transfer: whole-block features outside the class's fitted range
+            what = ", ".join(
+                f"{op_class} {e['outside']}/{e['parts']} ({', '.join(e['features'])})"
+                for op_class, e in c["by_class"].items()
+                if e["outside"]
+            )
+            checked = f"parts outside (host time checked on {c['host_ms_checked']})"
         print(
             f"{pad}outside the fitted range in {space}: {c['keys_outside']} of {c['keys']} op keys "
-            f"({100 * c['share_outside']:.0f}%, priced by extrapolation); parts: {classes or 'none'}; host time "
-            f"checked on {c['host_ms_checked']}"
+            f"({100 * c['share_outside']:.0f}%, priced by extrapolation); {checked}: {what or 'none'}"
         )
 
 
@@ -807,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on a CPU (default 0; whether it ranks better: benchmarks/RESULTS.md)"
     )
     repeats_help = "with --finetune-steps: average R fine-tunings on different batches, a steadier ranking (default 1)"
+    from lglsearch.cost.derive import DEFAULT_PER_CLASS, MODELS
     from lglsearch.search.execution import SCORE_IMAGES
 
     images_help = (
@@ -898,10 +913,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         metavar="FILE",
-        help="the phone's nn-Meter block LUT (JSON); without it, reuse the table's fitted transfer model",
+        help="the phone's nn-Meter block LUT (JSON); without it, reuse the table's fitted phone model",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        help="kernel (default): a cost per kernel type fitted on the phone's blocks, nothing timed here; "
+        "transfer: host timings of its blocks transferred to the phone",
     )
     p.add_argument("--space", metavar="FILE", help=space_help)
-    p.add_argument("--per-class", type=COUNT, default=300, help="reference blocks timed per op class (default 300)")
+    p.add_argument(
+        "--per-class",
+        type=COUNT,
+        help="reference blocks sampled per op class (default: "
+        + ", ".join(f"{n} for the {m} model" for m, n in DEFAULT_PER_CLASS.items())
+        + ")",
+    )
     p.add_argument("--holdout", type=FRACTION, default=0.2, help="fraction of pairs held out (default 0.2)")
     p.add_argument("--seed", type=NATURAL, default=0)
     p.add_argument("--runs", type=COUNT, default=60, help="timed runs per host op (default 60)")

@@ -114,9 +114,10 @@ def _provenance(run: SearchRun) -> list[str]:
         f"{meta.get('runtime')}, {meta.get('threads')} thread(s), {meta.get('precision')}.",
         f"- Source of the measurements: {meta.get('source', 'not recorded')}.",
     ]
-    for op_class, v in sorted((meta.get("transfer") or {}).get("heldout", {}).items()):
+    model = run.table.phone_model() or {}
+    for op_class, v in sorted(model.get("heldout", {}).items()):
         lines.append(
-            f"  - held-out transfer error, {op_class}: {100 * v['within_10pct']:.0f}% within +-10%, "
+            f"  - held-out error ({model['name']} model), {op_class}: {100 * v['within_10pct']:.0f}% within +-10%, "
             f"MAPE {100 * v['mape']:.1f}% ({v['n']} blocks)"
         )
     energy = meta.get("energy") or {}

@@ -13,7 +13,8 @@ import torch
 import lglsearch.cost.power as power
 from lglsearch.cost.derive import PHONES, derive_table
 from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
-from lglsearch.cost.reference import load_reference, reference_class, reference_module
+from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, part_kernels
+from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_module
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, known_devices, shipped_dir
 from lglsearch.cost.transfer import FEATURES, TransferModel
@@ -180,10 +181,17 @@ def derive_cache(tmp_path_factory):
 def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     keys = space_ops(load_space("tiny"))
     ref = LUTS / "xiaomi11-snapdragon888.json"
-    table = derive_table("snapdragon888", keys[:20], reference_path=ref, space_name="tiny", runner=FAST, per_class=40)
-    meta = table.meta
+    table = derive_table(
+        "snapdragon888", keys[:20], reference_path=ref, space_name="tiny", model="transfer", runner=FAST, per_class=40
+    )
+    meta, model = table.meta, table.phone_model()
     assert meta["method"] == "derived" and "nn-Meter" in meta["source"] and "MIT" in meta["source"]
-    assert set(meta["transfer"]["heldout"]) == {"convolutional", "attention", "mlp", "downsampling"}
+    assert model["name"] == "transfer" and set(model["heldout"]) == {
+        "convolutional",
+        "attention",
+        "mlp",
+        "downsampling",
+    }
     # energy is modelled from the power profile of the core the Mi 11's timings ran on (as ../shared cites it)
     energy = meta["energy"]
     power_w = energy["power_w"]
@@ -192,7 +200,7 @@ def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     assert np.allclose(table.frame["energy_mj"], table.frame["latency_ms"] * power_w)  # ms x W = mJ
     assert "snapdragon888" in known_devices()
     # leave-one-kind-out: each sampled kind predicted by a fit that never saw it
-    kinds = meta["transfer"]["leave_one_kind_out"]
+    kinds = model["leave_one_kind_out"]
     assert {"conv", "transds", "transattn", "transffn"} <= set(kinds)
     assert kinds["transattn"]["n"] == 40 and "transattn" not in kinds["transattn"]["fitted_on"]
     # every derived key is checked against the fitted ranges, the host times of its parts included
@@ -203,11 +211,56 @@ def test_derive_fits_stores_and_reuses_the_transfer_model(derive_cache):
     assert cover["share_outside"] == pytest.approx(np.mean(table.frame["outside_range"] > 0))
     # the rest of the keys: no reference file, the stored model is reused
     again = derive_table("snapdragon888", keys, reference_path=None, space_name="tiny", runner=FAST)
-    assert len(again) == len(keys) and again.meta["transfer"]["coef"] == meta["transfer"]["coef"]
+    assert len(again) == len(keys) and again.phone_model()["coef"] == model["coef"]
     assert np.allclose(again.frame.loc[table.frame.index, "latency_ms"], table.frame["latency_ms"], rtol=1e-5)
     arch = load_space("tiny").largest()
     latency, energy = CostTable.load("snapdragon888").cost(arch)
     assert latency > 0 and energy == pytest.approx(latency * power_w, rel=1e-5)  # CSV keeps 6 digits
+
+
+def test_derive_prices_by_kernels_timing_nothing_and_reuses_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    keys = space_ops(load_space("tiny"))
+    ref = require_shared(LUTS / "pixel4-snapdragon855.json")
+    table = derive_table("snapdragon855", keys[:10], reference_path=ref, space_name="tiny", per_class=25)
+    assert not list(tmp_path.glob("cache/latency_tables/host*")), "the kernel model times nothing"
+    model = table.phone_model()
+    assert model["name"] == "kernel" and table.meta["reference_blocks"] == 100 and "per kernel" in table.meta["source"]
+    # a key costs the sum of its parts, each priced by its class's kernel model (stored, JSON and back)
+    fitted = PhoneKernelModel.from_dict(json.loads(json.dumps(model)))
+    for key in keys[:10]:
+        parts = [fitted.predict(c, part_kernels(p)) for p, c in op_parts(key)]
+        assert table.op_latency(key) == pytest.approx(sum(parts), rel=1e-5)
+        outside = sum(len(fitted.outside(c, part_kernels(p))) for p, c in op_parts(key))
+        assert table.frame.at[key, "outside_range"] == outside
+    # both errors: per class on its held-out blocks, per kind from a fit on the other kinds
+    assert set(model["heldout"]) == set(OP_CLASSES) and sum(h["n"] for h in model["heldout"].values()) < 100
+    for kind, v in model["leave_one_kind_out"].items():
+        assert kind not in v["fitted_on"] and v["n"] > 0
+    cover = table.meta["coverage"]["tiny"]
+    assert cover["keys"] == 10 and cover["share_outside"] == pytest.approx(np.mean(table.frame["outside_range"] > 0))
+    # the rest of the space: no reference file, the stored model prices it the same way
+    again = derive_table("snapdragon855", keys, reference_path=None, space_name="tiny")
+    assert len(again) == len(keys)
+    assert np.allclose(again.frame.loc[keys[:10], "latency_ms"], table.frame.loc[keys[:10], "latency_ms"])
+    with pytest.raises(LglsearchError, match=r"derived with the kernel model.*--reference FILE --model transfer"):
+        derive_table("snapdragon855", keys, reference_path=None, space_name="tiny", model="transfer")
+    with pytest.raises(LglsearchError, match="unknown phone model 'linear'; models: kernel, transfer"):
+        derive_table("snapdragon855", keys, reference_path=ref, space_name="tiny", model="linear")
+    with pytest.raises(LglsearchError, match=r"--per-class 5 is too few.*use --per-class 25 or more"):
+        derive_table("snapdragon855", keys, reference_path=ref, space_name="tiny", per_class=5)
+
+
+def test_both_models_hold_out_the_same_blocks():
+    """The kernel model's random split draws the transfer's held-out blocks, so the two compare."""
+    rng = np.random.default_rng(0)
+    classes = rng.choice(OP_CLASSES, 300)
+    pairs = pd.DataFrame({f: rng.uniform(1, 5, 300) for f in [*FEATURES, "phone_ms"]}).assign(op_class=classes)
+    transfer = TransferModel.fit(pairs, holdout=0.3, seed=4)
+    test = heldout_mask(classes, 0.3, 4)
+    assert {c: int((test & (classes == c)).sum()) for c in OP_CLASSES} == {
+        c: h["n"] for c, h in transfer.heldout.items()
+    }
 
 
 def test_a_phone_without_power_figures_is_refused_before_timing(derive_cache, monkeypatch):
@@ -256,8 +309,11 @@ def test_shipped_phone_tables(device):
     meta = table.meta
     assert meta["method"] == "derived" and meta["threads"] == 1 and meta["precision"] == "fp32"
     assert PHONES[device].soc in meta["description"] and "nn-Meter" in meta["source"]
-    for op_class, heldout in meta["transfer"]["heldout"].items():
+    model = table.phone_model()
+    assert model["name"] == "kernel" and set(model["heldout"]) == set(OP_CLASSES)
+    for op_class, heldout in model["heldout"].items():
         assert heldout["n"] >= 20, op_class
+    assert {"conv", "transattn", "transffn", "transds"} <= set(model["leave_one_kind_out"])
     for space in (load_space(), load_space("tiny")):
         assert not table.missing(space_ops(space))
     # energy: modelled from the power profile of the core it ran on, every candidate core named
@@ -270,12 +326,12 @@ def test_shipped_phone_tables(device):
         assert not table.missing(arch_ops(arch))
         latency, joules = table.cost(arch)
         assert latency > 0 and joules == pytest.approx(latency * energy["power_w"], rel=1e-5)  # ms x W = mJ
-    # every key is checked against the fitted ranges, for each shipped space; an EdgeViT attention
-    # part has depthwise MACs, which no fitted attention block has: every SelfAttn key is outside
+    # every key is checked against what the fits saw, for each shipped space; no reference block has
+    # a GELU, which every EdgeViT MLP has: every GELU is flagged, so every SelfAttn key is outside
     for space in (load_space(), load_space("tiny")):
         cover, keys = meta["coverage"][space.name], space_ops(space)
         assert cover["keys"] == len(keys) and table.frame.loc[keys, "outside_range"].notna().all()
-        assert cover["by_class"]["attention"]["share_outside"] == 1.0
+        assert cover["by_type"]["gelu"]["outside"] == cover["by_type"]["gelu"]["kernels"] > 0
         assert all(table.frame.at[k, "outside_range"] > 0 for k in keys if k.startswith("self_attn"))
     # bigger presets cost more on every phone
     costs = [table.latency(PRESETS[n]) for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")]
@@ -304,7 +360,7 @@ def test_cli_derive_and_predict_on_phones(derive_cache, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "snapdragon888: 38 entries (derived)" in out and "held-out attention" in out
+    assert code == 0 and "snapdragon888: 38 entries (derived, kernel model)" in out and "held-out attention" in out
     arch = load_space("tiny").largest()
     assert main(["predict", "--device", "snapdragon888", "--arch", arch.to_json(), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -327,11 +383,11 @@ def test_predict_presets_on_the_shipped_phone_table(capsys, tmp_path, monkeypatc
     assert json.loads(capsys.readouterr().out)["energy_method"] == "modelled"
     assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs"]) == 0
     printed = capsys.readouterr().out
-    assert "mJ (modelled)" in printed and "outside the transfer model's fitted range" in printed
+    assert "mJ (modelled)" in printed and "outside what the table's phone model was fitted on" in printed
     # the keys priced by extrapolation are named, with their share of the latency
     outside = data["outside_fitted_range"]
     ops = arch_ops(PRESETS["edgevit_xxs"])
     assert outside["ops"] == sorted({k for k in ops if table.frame.at[k, "outside_range"] > 0})
-    assert any(k.startswith("self_attn") for k in outside["ops"]) and 0 < outside["latency_share"] < 1
+    assert any(k.startswith("self_attn") for k in outside["ops"]) and 0 < outside["latency_share"] <= 1
     share = sum(table.op_latency(k) for k in ops if k in outside["ops"]) / data["latency_ms"]
     assert outside["latency_share"] == pytest.approx(share, rel=1e-3)

@@ -1,16 +1,20 @@
-"""Whether a derived table prices its op keys inside or outside what its transfer model was fitted on.
+"""Whether a derived table prices its op keys inside or outside what its phone model was fitted on.
 
-The transfer model clips each feature to the range of its fit, so an op whose features lie
-outside that range is priced by extrapolation, where the held-out error does not speak for it.
-For every op key, each part (SelfAttn: its attention and MLP halves) is checked against the fitted
-range of its class; a table stores per key how many (part, feature) values lie outside
-(`outside_range`, 0 = inside) and per space a summary: the share of keys outside, and per class
-and feature how many parts lie outside and how far.
+An op priced outside what the fit saw is an extrapolation, where the held-out error does not
+speak for it. For every op key, each part (SelfAttn: its attention and MLP halves) is checked; a
+table stores per key how many things lie outside (`outside_range`, 0 = inside) and per space a
+summary: the share of keys outside, and what lies outside and how far.
+
+- Kernel model (`kernel_coverage`): a kernel of a type no fit saw (priced as another type), a conv
+  kernel size no fit saw, or MACs / bytes past the range its type was fitted on.
+- Transfer model (`range_coverage`): a whole-block feature outside its class's fitted range (the
+  model clips features to that range).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, op_parts
+from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
 from lglsearch.cost.table import CostTable
 from lglsearch.cost.transfer import RAW_FEATURES, TransferModel, module_features
 from lglsearch.space import Arch
 
-__all__ = ["COLUMN", "extrapolated", "part_features", "range_coverage"]
+__all__ = ["COLUMN", "extrapolated", "kernel_coverage", "part_features", "range_coverage"]
 
 COLUMN = "outside_range"
 """The per-key column: how many (part, feature) values lie outside the fitted range."""
@@ -78,6 +83,44 @@ def range_coverage(
         "by_class": dict(sorted(by_class.items())),
     }
     return series, summary
+
+
+def kernel_coverage(model: PhoneKernelModel, keys: Sequence[str]) -> tuple[pd.Series, dict[str, Any]]:
+    """(per key, the count of its parts' kernels priced outside what the fits saw; a summary per
+    kernel type: kernels, those outside, the type they were priced as, sizes past the range)."""
+    found: dict[str, list[dict[str, Any]]] = {}  # each part once, though keys share parts
+    counts = {}
+    for key in keys:
+        for part, op_class in op_parts(key):
+            if part not in found:
+                found[part] = model.outside(op_class, part_kernels(part))
+        counts[key] = sum(len(found[p]) for p, _ in op_parts(key))
+    by_type: dict[str, dict[str, Any]] = {}
+    for part, outside in found.items():
+        for kernel in part_kernels(part):
+            by_type.setdefault(kernel.type, {"kernels": 0, "outside": 0})["kernels"] += 1
+        for entry in outside:
+            summary = by_type[entry["type"]]
+            summary["outside"] += 1
+            for name, value in entry.items():
+                if name == "priced_as":
+                    summary["priced_as"] = value
+                elif name == "k":
+                    summary["unseen_k"] = sorted({*summary.get("unseen_k", []), value})
+                elif name in ("macs", "bytes"):  # the factor past the nearest bound; keep the farthest
+                    bound = f"{name}_factor"
+                    farther = abs(math.log(value)) > abs(math.log(summary.get(bound, 1.0)))
+                    summary[bound] = value if farther else summary.get(bound, 1.0)
+    series = pd.Series(counts, name=COLUMN, dtype=float)
+    return series, {
+        "keys": len(series),
+        "keys_outside": int((series > 0).sum()),
+        "share_outside": float(np.mean(series > 0)) if len(series) else 0.0,
+        "keys_with_unseen_type": sum(any("priced_as" in e for p, _ in op_parts(k) for e in found[p]) for k in keys),
+        "units": "outside_range: kernels priced outside the fits; *_factor: MACs or bytes over the nearest "
+        "fitted bound (farthest kernel)",
+        "by_type": dict(sorted(by_type.items())),
+    }
 
 
 def extrapolated(table: CostTable, arch: Arch) -> dict[str, Any] | None:

@@ -1,14 +1,19 @@
 """Deriving a phone's table from that phone's real measurements of other blocks.
 
-1. Time a class-stratified sample of the phone's reference blocks on this machine (host table
-   keys `ref:<key>`, anchored and resumable like every host key).
-2. Fit the per-class transfer model on (host ms, phone ms) pairs, holding out a part.
-3. Time the parts of every EdgeViT op key of the space on this machine (SelfAttn split into its
-   attention and MLP halves) and transfer each part with its class's model.
-4. Check every op key's parts against the fitted ranges (`coverage`): a key priced outside them
-   is marked in the table (`outside_range`) and the share of such keys is in its metadata.
-5. Model energy of every row from the power-profile figure of the core the latency refers to
-   (`lglsearch.cost.power`, one method for every phone), and label it modelled.
+Two phone models price an EdgeViT op key from the phone's reference measurements (nn-Meter's
+blocks); a table stores the one it was derived with, its fitted form and both of its errors.
+
+- `kernel` (the default; `phone_kernels.py`): every block and op part as the kernels TFLite runs,
+  a cost per kernel type fitted per op class on a class-stratified sample of the reference blocks.
+  Nothing is timed on this machine.
+- `transfer` (`transfer.py`): a class-stratified sample of the reference blocks and the parts of
+  every op key are timed on this machine (host table keys `ref:<key>`, anchored and resumable),
+  and a per-class host-to-phone model transfers each part's host time.
+
+Then every op key's parts are checked against what the fit saw (`coverage`): a key priced outside
+it is marked in the table (`outside_range`) and the share of such keys is in its metadata. Energy
+of every row is modelled from the power-profile figure of the core the latency refers to
+(`lglsearch.cost.power`, one method for every phone), and labelled modelled.
 
 A failed derivation writes nothing: the table is saved once, whole, at the end.
 """
@@ -16,16 +21,18 @@ A failed derivation writes nothing: the table is saved once, whole, at the end.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lglsearch.cost.build import load_device_table, load_or_build_host
-from lglsearch.cost.coverage import COLUMN, part_features, range_coverage
+from lglsearch.cost.coverage import COLUMN, kernel_coverage, part_features, range_coverage
 from lglsearch.cost.ops import op_parts
+from lglsearch.cost.phone_kernels import PhoneKernelModel
 from lglsearch.cost.power import PhonePower, phone_power
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
@@ -33,7 +40,22 @@ from lglsearch.cost.table import HOST, CostTable, user_tables_dir
 from lglsearch.cost.transfer import TransferModel
 from lglsearch.errors import LglsearchError
 
-__all__ = ["PHONES", "Phone", "derive_keys", "derive_table", "with_coverage", "with_modelled_energy"]
+__all__ = [
+    "DEFAULT_PER_CLASS",
+    "MODELS",
+    "PHONES",
+    "Phone",
+    "derive_keys",
+    "derive_table",
+    "with_coverage",
+    "with_modelled_energy",
+]
+
+MODELS = ("kernel", "transfer")
+"""The phone models a table can be derived with (the first is the default; see the module docstring)."""
+
+DEFAULT_PER_CLASS = {"kernel": 600, "transfer": 300}
+"""Reference blocks sampled per op class: the kernel model times nothing, the transfer times each."""
 
 NN_METER = (
     "nn-Meter (github.com/microsoft/nn-Meter, MIT License, Copyright (c) Microsoft Corporation), branch "
@@ -90,8 +112,15 @@ def _sample_reference(reference: dict[str, float], per_class: int, seed: int) ->
     return sample
 
 
+PhoneModel = PhoneKernelModel | TransferModel
+
+
+def _load_model(stored: Mapping[str, Any]) -> PhoneModel:
+    return PhoneKernelModel.from_dict(stored) if stored["name"] == "kernel" else TransferModel.from_dict(stored)
+
+
 def derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
-    """Phone latency (ms) of op keys: each part's host time transferred with its class's model."""
+    """Phone latency (ms) of op keys by the transfer: each part's host time transferred with its class's model."""
     latency = {}
     for key in keys:
         total = 0.0
@@ -108,51 +137,44 @@ def derive_table(
     *,
     reference_path: str | Path | None,
     space_name: str,
+    model: str | None = None,
     runner: OrtRunner | None = None,
-    per_class: int = 300,
+    per_class: int | None = None,
     holdout: float = 0.2,
     seed: int = 0,
     out: Path | None = None,
 ) -> CostTable:
-    """A phone's table for `keys`; fits the transfer model when given the phone's reference file,
-    else reuses the one stored with the device's existing table."""
+    """A phone's table for `keys`; fits the phone model (`model`, default kernel) when given the
+    phone's reference file, else reuses the one stored with the device's existing table."""
     if device not in PHONES:
         raise LglsearchError(f"no reference phone named {device!r}; derivable phones: {', '.join(PHONES)}")
-    phone, power = PHONES[device], phone_power(device)  # a missing power figure stops it before any timing
+    if model is not None and model not in MODELS:
+        raise LglsearchError(f"unknown phone model {model!r}; models: {', '.join(MODELS)}")
+    power = phone_power(device)  # a missing power figure stops it before any work
+    host = None
     if reference_path is not None:
-        if not 0 < holdout < 1:
-            raise LglsearchError(f"--holdout must be in (0, 1), got {holdout}")
-        if per_class < TransferModel.pairs_needed(holdout):
-            raise LglsearchError(
-                f"--per-class {per_class} is too few to fit a class and hold out {holdout:g} of it; "
-                f"use --per-class {TransferModel.pairs_needed(holdout)} or more (default 300)"
-            )
-        reference = load_reference(reference_path)
-        sample = _sample_reference(reference, per_class, seed)
-        ref_keys = [f"ref:{k}" for k in sample]
-        host = load_or_build_host([*ref_keys, *_host_keys(keys)], runner=runner)
-        pairs = pd.DataFrame(
-            [
-                part_features(r)
-                | {"host_ms": host.op_latency(r), "phone_ms": reference[k]}
-                | {"op_class": reference_class(k), "kind": reference_kind(k)}
-                for k, r in zip(sample, ref_keys, strict=True)
-            ]
-        )
-        model = TransferModel.fit(pairs, holdout=holdout, seed=seed)
-        table = CostTable.empty(device, _meta(device, phone, Path(reference_path).name, model, len(pairs), host))
+        name = model or "kernel"
+        fitted, host, meta = _fit(device, name, Path(reference_path), keys, runner, per_class, holdout, seed)
+        table = CostTable.empty(device, meta)
     else:
         table = CostTable.load(device)
-        if "transfer" not in table.meta:
-            raise LglsearchError(f"the {device} table has no stored transfer model; derive it with --reference FILE")
-        model = TransferModel.from_dict(table.meta["transfer"])
-        host = None
+        stored = table.phone_model()
+        if stored is None:
+            raise LglsearchError(f"the {device} table has no stored phone model; derive it with --reference FILE")
+        if model is not None and stored["name"] != model:
+            raise LglsearchError(
+                f"the {device} table was derived with the {stored['name']} model; to price it with the {model} "
+                f"model, derive it again with --reference FILE --model {model}"
+            )
+        fitted = _load_model(stored)
     missing = table.missing(keys)
     if missing:
-        # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
-        host = host or load_or_build_host(_host_keys(missing), runner=runner)
-        table = table.with_rows(derive_keys(missing, model, host).to_frame())
-    table = with_modelled_energy(with_coverage(table, model, keys, space_name, host), power)
+        if isinstance(fitted, PhoneKernelModel):
+            table = table.with_rows(fitted.price_keys(missing).to_frame())
+        else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
+            host = host or load_or_build_host(_host_keys(missing), runner=runner)
+            table = table.with_rows(derive_keys(missing, fitted, host).to_frame())
+    table = with_modelled_energy(with_coverage(table, keys, space_name, host), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -161,19 +183,69 @@ def derive_table(
     return table
 
 
-def with_coverage(
-    table: CostTable, model: TransferModel, keys: Sequence[str], space_name: str, host: CostTable | None = None
-) -> CostTable:
-    """`table` with `keys` checked against the model's fitted ranges: per key the count of part
-    features outside them (column `outside_range`), and the space's summary in `meta["coverage"]`.
-    Host times come from the host table as it stands (none measured: a part without one is left
-    unchecked on host time, and the summary says so)."""
-    host = host or load_device_table(HOST, [], measure=False)
-    host_ms = {part: host.op_latency(part) for part in _host_keys(keys) if part in host}
-    outside, summary = range_coverage(model, keys, host_ms)
+def _fit(
+    device: str,
+    name: str,
+    reference_path: Path,
+    keys: Sequence[str],
+    runner: OrtRunner | None,
+    per_class: int | None,
+    holdout: float,
+    seed: int,
+) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
+    """(the fitted model, the host table it timed or None, the new table's metadata)."""
+    if not 0 < holdout < 1:
+        raise LglsearchError(f"--holdout must be in (0, 1), got {holdout}")
+    per_class = per_class or DEFAULT_PER_CLASS[name]
+    needed = (PhoneKernelModel.blocks_needed if name == "kernel" else TransferModel.pairs_needed)(holdout)
+    if per_class < needed:
+        raise LglsearchError(
+            f"--per-class {per_class} is too few to fit a class and hold out {holdout:g} of it; "
+            f"use --per-class {needed} or more (default {DEFAULT_PER_CLASS[name]})"
+        )
+    reference = load_reference(reference_path)
+    sample = _sample_reference(reference, per_class, seed)
+    source = NN_METER.format(file=reference_path.name)
+    if name == "kernel":
+        fitted = PhoneKernelModel.fit(reference, sample, holdout=holdout, seed=seed)
+        how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(sample)} of its blocks"
+        return fitted, None, _meta(device, source + how, fitted.to_dict(), len(sample))
+    ref_keys = [f"ref:{k}" for k in sample]
+    host = load_or_build_host([*ref_keys, *_host_keys(keys)], runner=runner)
+    pairs = pd.DataFrame(
+        [
+            part_features(r)
+            | {"host_ms": host.op_latency(r), "phone_ms": reference[k]}
+            | {"op_class": reference_class(k), "kind": reference_kind(k)}
+            for k, r in zip(sample, ref_keys, strict=True)
+        ]
+    )
+    transfer = TransferModel.fit(pairs, holdout=holdout, seed=seed)
+    how = (
+        f"; transferred with lglsearch's per-class model from {len(pairs)} pairs timed on "
+        f"{host.meta.get('description', 'the host')} (onnxruntime {host.meta.get('runtime_version', '?')})"
+    )
+    return transfer, host, _meta(device, source + how, {"name": "transfer", **transfer.to_dict()}, len(pairs))
+
+
+def with_coverage(table: CostTable, keys: Sequence[str], space_name: str, host: CostTable | None = None) -> CostTable:
+    """`table` with `keys` checked against what its stored phone model was fitted on: per key the
+    count of things outside (column `outside_range`), and the space's summary in `meta["coverage"]`.
+    A transfer table's host times come from the host table as it stands (none measured: a part
+    without one is left unchecked on host time, and the summary says so)."""
+    stored = table.phone_model()
+    if stored is None:
+        raise LglsearchError(f"the {table.device} table has no stored phone model to check its keys against")
+    model = _load_model(stored)
+    if isinstance(model, PhoneKernelModel):
+        outside, summary = kernel_coverage(model, keys)
+    else:
+        host = host or load_device_table(HOST, [], measure=False)
+        host_ms = {part: host.op_latency(part) for part in _host_keys(keys) if part in host}
+        outside, summary = range_coverage(model, keys, host_ms)
+        summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"
     frame = table.frame.copy()
     frame.loc[outside.index, COLUMN] = outside
-    summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"
     meta = dict(table.meta, coverage={**table.meta.get("coverage", {}), space_name: summary})
     return CostTable(table.device, frame, meta)
 
@@ -182,7 +254,8 @@ def _host_keys(keys: Sequence[str]) -> list[str]:
     return sorted({part for key in keys for part, _ in op_parts(key)})
 
 
-def _meta(device: str, phone: Phone, file: str, model: TransferModel, n_pairs: int, host: CostTable) -> dict:
+def _meta(device: str, source: str, model: dict[str, Any], n_blocks: int) -> dict[str, Any]:
+    phone = PHONES[device]
     return {
         "description": f"{phone.phone} ({phone.soc}), {phone.cores}",
         "phone": phone.phone,
@@ -193,9 +266,7 @@ def _meta(device: str, phone: Phone, file: str, model: TransferModel, n_pairs: i
         "threads": 1,
         "precision": "fp32",
         "method": "derived",
-        "source": NN_METER.format(file=file)
-        + f"; transferred with lglsearch's per-class model from {n_pairs} pairs timed on "
-        f"{host.meta.get('description', 'the host')} (onnxruntime {host.meta.get('runtime_version', '?')})",
-        "transfer": model.to_dict(),
-        "reference_pairs": n_pairs,
+        "source": source,
+        "model": model,
+        "reference_blocks": n_blocks,
     }

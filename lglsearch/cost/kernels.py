@@ -420,14 +420,47 @@ class KernelModel:
             for name, value in (("macs", kernel.macs), ("bytes", kernel.bytes)):
                 lo, hi = seen[name]
                 if value > hi * (1 + 1e-9):
-                    why[name] = round(value / hi, 3)
+                    why[name] = float(f"{value / hi:.4g}")
                 elif value < lo * (1 - 1e-9):
-                    why[name] = round(value / lo, 3)
+                    why[name] = float(f"{value / lo:.4g}")
             if kernel.type in ("conv", "conv1x1", "dwconv", "tconv") and kernel.k not in seen["k"]:
                 why["k"] = kernel.k
             if why:
                 found.append({"type": kernel.type, **why})
         return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model as JSON-able data (only the standard `kernel_terms` can be stored)."""
+        if self.terms is not kernel_terms:
+            raise LglsearchError("only a kernel model of the standard terms (kernel_terms) can be stored")
+        return {
+            "columns": [list(c) for c in self.columns],
+            "coef": [float(c) for c in self.coef],
+            "seen": {t: dict(s, k=sorted(s["k"])) for t, s in self.seen.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KernelModel:
+        """A stored model, checked: every column a known (type, term), one coefficient each."""
+        malformed = LglsearchError("the table's kernel model is malformed; derive the table again")
+        try:
+            columns = tuple((str(kind), str(term)) for kind, term in data["columns"])
+            coef = np.asarray(data["coef"], float)
+            seen = {
+                str(t): {
+                    "kernels": int(s["kernels"]),
+                    "macs": list(map(float, s["macs"])),
+                    "bytes": list(map(float, s["bytes"])),
+                    "k": set(map(int, s["k"])),
+                }
+                for t, s in data["seen"].items()
+            }
+        except (KeyError, TypeError, ValueError):
+            raise malformed from None
+        kinds = {"block", "shared", *KERNEL_TYPES}
+        if coef.shape != (len(columns),) or any(c[0] not in kinds for c in columns) or set(seen) - set(KERNEL_TYPES):
+            raise malformed
+        return cls(columns, coef, seen)
 
     def coefficients(self) -> dict[str, dict[str, float]]:
         """The fitted costs (ms per unit) by type and term, the nonzero ones."""

@@ -188,6 +188,14 @@ class CostTable:
                 f"or use a device with energy: {', '.join(with_energy) or 'none installed'}"
             )
 
+    def phone_model(self) -> dict[str, Any] | None:
+        """The phone model a derived table was priced with, as its metadata stores it (name, form,
+        `heldout`, `leave_one_kind_out`, ...); None for a measured or imported table. Tables derived
+        before the kernel model hold a transfer model under "transfer"."""
+        if "model" in self.meta:
+            return dict(self.meta["model"])
+        return {"name": "transfer", **self.meta["transfer"]} if "transfer" in self.meta else None
+
     def missing(self, keys: Iterable[str]) -> list[str]:
         return sorted({k for k in keys if k not in self._latency})
 
