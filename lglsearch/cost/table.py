@@ -196,6 +196,19 @@ class CostTable:
             return dict(self.meta["model"])
         return {"name": "transfer", **self.meta["transfer"]} if "transfer" in self.meta else None
 
+    def describe(self) -> dict[str, Any]:
+        """What `lglsearch devices` shows of a table: its provenance, validation, energy model, and a
+        derived table's phone model with both of its errors and the keys priced outside its fit."""
+        model = self.phone_model() or {}
+        fields = ("device", "entries", "method", "description", "runtime", "runtime_version", "threads")
+        fields += ("precision", "source", "date", "validation", "energy")
+        return {k: self.meta.get(k) for k in fields} | {
+            "model": model.get("name"),
+            "heldout": model.get("heldout"),
+            "leave_one_kind_out": model.get("leave_one_kind_out"),
+            "coverage": self.meta.get("coverage"),
+        }
+
     def missing(self, keys: Iterable[str]) -> list[str]:
         return sorted({k for k in keys if k not in self._latency})
 

@@ -1,0 +1,153 @@
+"""`predict`, `export` and `space`: what an arch or a space is, and the arch as an ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lglsearch.cli._args import ARCH_HELP, NATURAL, Ranged, add_space, load_table, space_of
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="parameters and MACs of an arch")
+    p.add_argument("--arch", required=True, metavar="SPEC", help=ARCH_HELP)
+    add_space(p, "check that the arch belongs to this space")
+    p.add_argument("--device", metavar="D", help="also predict latency (and energy) from this device's table")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export an arch's model to ONNX and check it in onnxruntime")
+    p.add_argument("--arch", required=True, metavar="SPEC", help=ARCH_HELP)
+    p.add_argument("--checkpoint", metavar="FILE", help="state dict of this project's or the reference model")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
+    p.add_argument("--opset", type=Ranged(int, 17), default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        default="torchscript",
+        help="torch.onnx exporter (default torchscript: fast and opset 17)",
+    )
+    add_space(p, "check that the arch belongs to this space")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("space", help="summarise a search space")
+    add_space(p)
+    p.add_argument("--sample", type=NATURAL, default=0, metavar="N", help="also draw N random archs")
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_space)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import math
+
+    from lglsearch.cost.coverage import extrapolated
+    from lglsearch.cost.ops import arch_ops
+    from lglsearch.counting import count
+    from lglsearch.space import parse_arch
+
+    arch = parse_arch(args.arch)
+    if args.space:
+        space_of(args.space).validate(arch)
+    counts = count(arch)
+    result = {
+        "arch_id": arch.id,
+        "params_m": round(counts.params_m, 6),
+        "macs_g": round(counts.macs_g, 6),
+        "resolution": arch.resolution,
+    }
+    if args.device:
+        table = load_table(args.device, arch_ops(arch))
+        latency, energy = table.cost(arch)
+        result |= {"device": table.device, "latency_ms": round(latency, 4)}
+        if not math.isnan(energy):
+            result |= {"energy_mj": round(energy, 4), "energy_method": table.meta.get("energy", {}).get("method")}
+        outside = extrapolated(table, arch)
+        if outside is not None:  # ops priced by clamped extrapolation, where the held-out error does not speak
+            result["outside_fitted_range"] = outside
+    result["arch"] = arch.to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(arch)
+    print(f"params   {counts.params:,} ({counts.params_m:.3f} M)")
+    print(f"MACs     {counts.macs:,} ({counts.macs_g:.3f} G, conv + matmul, batch 1)")
+    if args.device:
+        print(
+            f"latency  {result['latency_ms']:.3f} ms on {table.device} ({table.meta.get('method', '?')}, "
+            f"{table.meta.get('runtime', '?')} {table.meta.get('threads', '?')} thread(s))"
+        )
+        if "energy_mj" in result:
+            print(f"energy   {result['energy_mj']:.3f} mJ ({result['energy_method'] or 'as imported'})")
+        if result.get("outside_fitted_range", {}).get("ops"):
+            outside = result["outside_fitted_range"]
+            print(
+                f"note     {len(outside['ops'])} op(s), {100 * outside['latency_share']:.1f}% of the latency, priced "
+                "outside what the table's phone model was fitted on (extrapolated; see `lglsearch devices`)"
+            )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from lglsearch.export import export_arch, read_checkpoint
+    from lglsearch.space import parse_arch
+
+    arch = parse_arch(args.arch)
+    if args.space:
+        space_of(args.space).validate(arch)
+    state = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    result = export_arch(
+        arch,
+        args.onnx,
+        state_dict=state,
+        source=f"checkpoint {args.checkpoint}",
+        opset=args.opset,
+        exporter=args.exporter,
+    )
+    weights = f"weights from {args.checkpoint}" if args.checkpoint else "random weights (no --checkpoint)"
+    print(f"wrote {result.path} (arch {arch.id}, opset {result.opset}, {weights})")
+    print(f"onnxruntime vs torch: max |diff| = {result.max_abs_diff:.2e}")
+
+
+def cmd_space(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lglsearch.counting import count
+    from lglsearch.space import PRESETS
+
+    space = space_of(args.space)
+    smallest, largest = count(space.smallest()), count(space.largest())
+    presets = {name: space.check(arch) for name, arch in PRESETS.items()}
+    rng = np.random.default_rng(args.seed)
+    samples = [space.sample(rng) for _ in range(args.sample)]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "name": space.name,
+                    "source": space.source,
+                    "resolution": space.resolution,
+                    "num_classes": space.num_classes,
+                    "size": space.size(),
+                    "macs_g": [smallest.macs_g, largest.macs_g],
+                    "params_m": [smallest.params_m, largest.params_m],
+                    "presets": {name: problem is None for name, problem in presets.items()},
+                    "samples": [a.to_dict() for a in samples],
+                }
+            )
+        )
+        return
+    print(f"{space.name}: {space.description}")
+    print(f"file        {space.source}")
+    print(
+        f"resolution  {space.resolution} (token grids {', '.join(map(str, space.grids))}), {space.num_classes} classes"
+    )
+    print(f"archs       {space.size():,}")
+    print(f"MACs        {smallest.macs_g:.3f} G (smallest) to {largest.macs_g:.3f} G (largest)")
+    print(f"params      {smallest.params_m:.2f} M to {largest.params_m:.2f} M")
+    for name, problem in presets.items():
+        print(f"{name:<12}{'in the space' if problem is None else 'outside: ' + problem}")
+    for arch in samples:
+        c = count(arch)
+        print(f"sample      {arch}  ({c.macs_g:.3f} GMACs, {c.params_m:.2f} M)")
