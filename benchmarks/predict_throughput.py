@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from lglsearch.cost.build import load_or_build_host
+from lglsearch.cost.build import host_table
 from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable, table_path
 from lglsearch.space import load_space
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     space = load_space()
-    load_or_build_host(space_ops(space), space_name=space.name)
+    host_table(space_ops(space), space_name=space.name)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     archs = [space.sample(rng) for _ in range(args.archs)]

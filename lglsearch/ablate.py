@@ -42,8 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lglsearch.cost.build import load_device_table
-from lglsearch.cost.derive import PHONES, derive_table
+from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import HOST, CostTable, table_path
@@ -62,7 +61,6 @@ __all__ = [
     "TRAININGS",
     "Ablation",
     "Variant",
-    "device_table",
     "run_ablation",
     "run_dir",
     "variant_space",
@@ -278,22 +276,6 @@ def variant_space(archs: Sequence[Arch], *, name: str = "ablation") -> Space:
 # -- pricing ------------------------------------------------------------------------------------
 
 
-def device_table(device: str, keys: Sequence[str], *, runner: OrtRunner | None = None) -> CostTable:
-    """`device`'s table holding every key it can: the host measures missing keys, a shipped phone
-    derives them with its stored phone model (as `lglsearch lut derive` without --reference)."""
-    table = load_device_table(device, keys, runner=runner)
-    missing = table.missing(keys)
-    model = table.phone_model()
-    if missing and device in PHONES and model is not None:
-        print(
-            f"lglsearch: deriving {len(missing)} op key(s) missing from the {device} table "
-            f"with its {model['name']} model",
-            file=sys.stderr,
-        )
-        table = derive_table(device, keys, reference_path=None, space_name="ablation", runner=runner)
-    return table
-
-
 def _lacking(device: str, keys: Sequence[str]) -> list[str]:
     """The keys `device`'s table lacks now; an unknown device or a broken table is an error."""
     if device == HOST and not table_path(HOST).with_suffix(".json").is_file():
@@ -413,7 +395,7 @@ def run_ablation(
     _check_arguments(out, arguments)
     results = _load_results(out)
 
-    table = device_table(device, keys, runner=runner)
+    table = get_table(device, keys, fill="derive", runner=runner, space_name="ablation")
     # remembered across resumes: the report says which costs are not straight from the table
     results["added_keys"] = sorted(set(results.get("added_keys", [])) | (set(lacking) - set(table.missing(keys))))
     _save_results(out, results)

@@ -1,4 +1,5 @@
-"""Writing results so that an interruption never leaves a half-written file: the one helper for it."""
+"""Files: where the user cache is, and writing results so that an interruption never leaves a
+half-written file (the one helper for it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save_torch", "atomic_savefig", "atomic_write", "atomic_write_json"]
+__all__ = ["atomic_save_torch", "atomic_savefig", "atomic_write", "atomic_write_json", "cache_dir"]
+
+
+def cache_dir() -> Path:
+    """The user cache of built tables and trained supernets: $LGLSEARCH_CACHE, else
+    $XDG_CACHE_HOME/lglsearch, else ~/.cache/lglsearch."""
+    root = os.environ.get("LGLSEARCH_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "lglsearch"
 
 
 def atomic_write(path: str | Path, text: str | bytes) -> None:

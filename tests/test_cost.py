@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lglsearch.cost.build import build_table, load_or_build_host
+from lglsearch.cost.build import build_table, host_table
 from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
 from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, Timing, time_anchored
@@ -151,7 +151,7 @@ def test_build_is_resumable_and_predicts_the_sum_of_ops(tiny, cache):
 
 def test_host_table_is_built_on_first_use(tiny):
     arch = tiny.sample(np.random.default_rng(3))
-    table = load_or_build_host(arch_ops(arch), runner=FAST)
+    table = host_table(arch_ops(arch), runner=FAST)
     assert set(table.frame.index) == set(arch_ops(arch))
     assert table.latency(arch) > 0
 

@@ -263,6 +263,28 @@ def test_both_models_hold_out_the_same_blocks():
     }
 
 
+def test_a_phone_table_prices_keys_it_lacks_in_memory_only(tmp_path, monkeypatch):
+    """fill="derive" prices an ablation's keys with the table's stored model and writes nothing, so
+    the shipped table is never shadowed by a derived copy in the user cache."""
+    from lglsearch.cost.devices import get_table
+
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path))
+    shipped = CostTable.load("snapdragon888")
+    lacking = "self_attn:c=128,h=2,sr=2,r=2,hw=14,s=avg,p=nearest"
+    keys = [lacking, "self_attn:c=128,h=2,sr=2,r=2,hw=14,s=pick,p=tconv"]
+    assert shipped.missing(keys) == [lacking]
+    with pytest.raises(LglsearchError, match="lut derive"):
+        get_table("snapdragon888", keys, fill="none").op_latency(lacking)
+    table = get_table("snapdragon888", keys, fill="derive", space_name="ablation")
+    model = PhoneKernelModel.from_dict(shipped.phone_model())
+    expected = sum(model.predict(c, part_kernels(p)) for p, c in op_parts(lacking))
+    assert table.op_latency(lacking) == pytest.approx(expected)
+    assert table.op_latency(keys[1]) == shipped.op_latency(keys[1])
+    assert table.frame.at[lacking, "energy_mj"] == pytest.approx(expected * shipped.meta["energy"]["power_w"])
+    assert not list(tmp_path.rglob("*")), "nothing written"
+    assert CostTable.load("snapdragon888").missing(keys) == [lacking]
+
+
 def test_a_phone_without_power_figures_is_refused_before_timing(derive_cache, monkeypatch):
     keys = space_ops(load_space("tiny"))[:6]
     ref = LUTS / "pixel6-tensor-g1.json"

@@ -165,6 +165,6 @@ def space_of(path: str | None):  # -> Space
 
 def load_table(device: str, keys: list[str] | None = None, space_name: str | None = None):  # -> CostTable
     """A device's table; the host table measures the keys it lacks first (built on first use)."""
-    from lglsearch.cost.build import load_device_table
+    from lglsearch.cost.devices import get_table
 
-    return load_device_table(device, keys or [], space_name=space_name)
+    return get_table(device, keys or [], space_name=space_name)

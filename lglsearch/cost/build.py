@@ -43,8 +43,7 @@ __all__ = [
     "build_table",
     "cpu_name",
     "host_meta",
-    "load_device_table",
-    "load_or_build_host",
+    "host_table",
 ]
 
 
@@ -172,36 +171,26 @@ def build_table(
     return BuildReport(table, len(missing), time.perf_counter() - start)
 
 
-def load_or_build_host(
-    keys: Sequence[str], *, runner: OrtRunner | None = None, space_name: str | None = None
+def host_table(
+    keys: Sequence[str] = (),
+    *,
+    measure: bool = True,
+    runner: OrtRunner | None = None,
+    space_name: str | None = None,
 ) -> CostTable:
-    """The host table with every key of `keys`, measuring the missing ones first (first use)."""
+    """This machine's table holding `keys`, measuring the missing ones first (built on first use).
+    With `measure=False` the table as it stands (empty before its first build): enough to check
+    what it can price (energy) before minutes of timing."""
     path = table_path(HOST)
     table = _load(path)
+    if not measure:
+        return table or CostTable.empty(HOST, {"method": "measured"})
     if table is not None and not table.missing(keys):
         return table
     runner = runner or OrtRunner(threads=table.meta["threads"] if table else 1)
     todo = len(table.missing(keys)) if table else len(set(keys))
     print(f"lglsearch: measuring {todo} op(s) missing from the host table ({path})", file=sys.stderr)
     return build_table(HOST, keys, runner=runner, space_name=space_name).table
-
-
-def load_device_table(
-    device: str,
-    keys: Sequence[str],
-    *,
-    runner: OrtRunner | None = None,
-    space_name: str | None = None,
-    measure: bool = True,
-) -> CostTable:
-    """A device's table; the host's measures the keys of `keys` it lacks first (built on first use).
-    With `measure=False` the host's table as it stands (empty before its first build): enough to
-    check what it can price (energy) before minutes of timing."""
-    if device == HOST:
-        if not measure:
-            return _load(table_path(HOST)) or CostTable.empty(HOST, {"method": "measured"})
-        return load_or_build_host(keys, runner=runner, space_name=space_name)
-    return CostTable.load(device)
 
 
 def build_phone_table(

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost.build import load_device_table, load_or_build_host
+from lglsearch.cost.build import host_table
 from lglsearch.cost.coverage import COLUMN, kernel_coverage, part_features, range_coverage
 from lglsearch.cost.ops import op_parts
 from lglsearch.cost.phone_kernels import PhoneKernelModel
 from lglsearch.cost.power import PhonePower, phone_power
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
-from lglsearch.cost.table import HOST, CostTable, user_tables_dir
+from lglsearch.cost.table import CostTable, user_tables_dir
 from lglsearch.cost.transfer import TransferModel
 from lglsearch.errors import LglsearchError
 
@@ -48,6 +48,7 @@ __all__ = [
     "derive_keys",
     "derive_table",
     "with_coverage",
+    "with_derived_keys",
     "with_modelled_energy",
 ]
 
@@ -151,35 +152,56 @@ def derive_table(
     if model is not None and model not in MODELS:
         raise LglsearchError(f"unknown phone model {model!r}; models: {', '.join(MODELS)}")
     power = phone_power(device)  # a missing power figure stops it before any work
-    host = None
     if reference_path is not None:
         name = model or "kernel"
         fitted, host, meta = _fit(device, name, Path(reference_path), keys, runner, per_class, holdout, seed)
-        table = CostTable.empty(device, meta)
+        table = _with_keys(CostTable.empty(device, meta), fitted, keys, space_name, power, runner=runner, host=host)
     else:
         table = CostTable.load(device)
         stored = table.phone_model()
-        if stored is None:
-            raise LglsearchError(f"the {device} table has no stored phone model; derive it with --reference FILE")
-        if model is not None and stored["name"] != model:
+        if model is not None and stored is not None and stored["name"] != model:
             raise LglsearchError(
                 f"the {device} table was derived with the {stored['name']} model; to price it with the {model} "
                 f"model, derive it again with --reference FILE --model {model}"
             )
-        fitted = _load_model(stored)
+        table = with_derived_keys(table, keys, space_name, runner=runner)
+    table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # a user's derived table goes to the user cache, where it shadows a shipped table of that name
+    table.save((out or user_tables_dir()) / f"{device}.csv")
+    return table
+
+
+def with_derived_keys(
+    table: CostTable, keys: Sequence[str], space_name: str, *, runner: OrtRunner | None = None
+) -> CostTable:
+    """A derived table holding `keys`, those it lacked priced with its stored phone model, in memory
+    (the caller decides whether to save it), checked against the fit and with energy modelled."""
+    stored = table.phone_model()
+    if stored is None:
+        raise LglsearchError(f"the {table.device} table has no stored phone model; derive it with --reference FILE")
+    return _with_keys(table, _load_model(stored), keys, space_name, phone_power(table.device), runner=runner)
+
+
+def _with_keys(
+    table: CostTable,
+    fitted: PhoneModel,
+    keys: Sequence[str],
+    space_name: str,
+    power: PhonePower,
+    *,
+    runner: OrtRunner | None = None,
+    host: CostTable | None = None,
+) -> CostTable:
     missing = table.missing(keys)
     if missing:
         if isinstance(fitted, PhoneKernelModel):
             table = table.with_rows(fitted.price_keys(missing).to_frame())
         else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
-            host = host or load_or_build_host(_host_keys(missing), runner=runner)
+            host = host or host_table(_host_keys(missing), runner=runner)
             table = table.with_rows(derive_keys(missing, fitted, host).to_frame())
     table = with_modelled_energy(with_coverage(table, keys, space_name, host), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
-    table.meta["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    # a user's derived table goes to the user cache, where it shadows a shipped table of that name
-    table.save((out or user_tables_dir()) / f"{device}.csv")
     return table
 
 
@@ -211,7 +233,7 @@ def _fit(
         how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(sample)} of its blocks"
         return fitted, None, _meta(device, source + how, fitted.to_dict(), len(sample))
     ref_keys = [f"ref:{k}" for k in sample]
-    host = load_or_build_host([*ref_keys, *_host_keys(keys)], runner=runner)
+    host = host_table([*ref_keys, *_host_keys(keys)], runner=runner)
     pairs = pd.DataFrame(
         [
             part_features(r)
@@ -240,7 +262,7 @@ def with_coverage(table: CostTable, keys: Sequence[str], space_name: str, host: 
     if isinstance(model, PhoneKernelModel):
         outside, summary = kernel_coverage(model, keys)
     else:
-        host = host or load_device_table(HOST, [], measure=False)
+        host = host or host_table(measure=False)
         host_ms = {part: host.op_latency(part) for part in _host_keys(keys) if part in host}
         outside, summary = range_coverage(model, keys, host_ms)
         summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ import pandas as pd
 
 from lglsearch.cost.ops import arch_ops, key_tuple
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
+from lglsearch.io import atomic_write, cache_dir
 from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
 
-__all__ = ["CostTable", "cache_dir", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
+__all__ = ["CostTable", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
 REQUIRED = ("latency_ms",)
 OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
@@ -35,14 +34,6 @@ HOST = "host"
 
 def shipped_dir() -> Path:
     return Path(str(importlib.resources.files("lglsearch.latency_tables")))
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LGLSEARCH_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "lglsearch"
 
 
 def user_tables_dir() -> Path:
@@ -214,9 +205,10 @@ class CostTable:
 
     def _missing_error(self, key: str) -> LglsearchError:
         space = ", ".join(self.meta.get("spaces", [])) or "another space"
+        command = "derive" if self.phone_model() is not None else "build"  # a derived table has no device to time on
         return LglsearchError(
             f"op key {key!r} is missing from the {self.device} table (built for {space}); add it with "
-            f"`lglsearch lut build --device {self.device} --space FILE`"
+            f"`lglsearch lut {command} --device {self.device} --space FILE`"
         )
 
     def op_latency(self, key: str) -> float:

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from lglsearch.cost.build import load_device_table
+from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
@@ -385,12 +385,12 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
     space = load_space(config.space)
     keys = space_ops(space)
     # what the device's table can price (energy) is checked before the host's missing ops are timed
-    table = load_device_table(config.device, keys, space_name=space.name, measure=False)
+    table = get_table(config.device, keys, fill="none", space_name=space.name)
     budgets = Budgets(config.budget_ms, config.energy_budget_mj)
     objectives = parse_objectives(config.objectives, table)
     pricer = Pricer(table, budgets)
     if table.missing(keys):  # the host's: measured on first use
-        table = load_device_table(config.device, keys, space_name=space.name)
+        table = get_table(config.device, keys, space_name=space.name)
         pricer = Pricer(table, budgets)
     missing = table.missing(keys)
     if missing:

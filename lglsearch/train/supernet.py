@@ -130,7 +130,7 @@ class TrainedSupernet:
 
 
 def supernet_dir() -> Path:
-    from lglsearch.cost.table import cache_dir
+    from lglsearch.io import cache_dir
 
     return cache_dir() / "supernets"
 
