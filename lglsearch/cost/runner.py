@@ -1,19 +1,18 @@
 """Timing modules in onnxruntime on this machine, robust to a shared, noisy CPU.
 
 Each module is exported to ONNX and run in its own session with fixed threads (see
-`lglsearch.export.ort_session`). The timed runs of a batch of modules are interleaved: every
-round visits all modules in a fresh random order and times a few runs of each, so a burst of
-load from elsewhere lands on many modules a little instead of on one module a lot. A module's
-latency is the median of its runs; the 10th and 90th percentiles are kept as its spread.
+`lglsearch.export.ort_session`). The timed runs of a batch of modules are interleaved: every round
+visits all modules in a fresh random order and times a few runs of each, so a burst of load from
+elsewhere lands on many modules a little instead of on one module a lot. A module's latency is the
+median of its runs; the 10th and 90th percentiles are kept as its spread.
 
-Runs use IOBinding with preallocated outputs, which removes most of the Python-side cost of a
-run (from about 12 to 8 us per run here), so small ops are timed closer to what they cost inside
-a network.
+Runs use IOBinding with preallocated outputs, which removes most of the Python-side cost of a run,
+so small ops are timed closer to what they cost inside a network.
 
-The speed of a shared machine drifts by 5-10% over minutes, more than the error a table aims
-at, so `time_anchored` times three fixed anchor ops in the same interleaved rounds as the real
-work and expresses every result at the speed the anchors had when the table was started: a
-build's chunks, and a validation run hours later, all speak the same units.
+The speed of a shared machine drifts over minutes by more than the error a table aims at, so
+`time_anchored` times three fixed anchor ops in the same interleaved rounds as the real work and
+expresses every result at the speed the anchors had when the table was started: a build's chunks,
+and a validation run hours later, all speak the same units.
 """
 
 from __future__ import annotations

@@ -7,15 +7,14 @@ For each op class (convolutional, attention, mlp, downsampling) a model linear i
 
 is fitted to log(phone_ms) by least squares on pairs (the same block timed on this machine and on
 the phone). Host time carries what the block does; MACs, bytes and depthwise MACs let the phone
-weigh compute, memory and depthwise kernels differently from the host; the layer count carries
-the runtimes' different cost per layer. Of the forms tried on the Snapdragon 888 pairs, only this
-one held >= 90% of held-out convolutional blocks within +-10% (the first three terms alone:
-74-80%). Features are clipped to the range seen in fitting, so that the squares never extrapolate
-far. A random part of the pairs is held out; the held-out error is what a derived table reports.
-Beside it, the leave-one-kind-out error: each reference kind (conv, transattn, ...) predicted by a
-fit that never saw it, which is what pricing an EdgeViT op, a kind the fit never saw, amounts to.
-The coefficients are stored with the table, so that op keys of another space can be derived
-later without refitting.
+weigh compute, memory and depthwise kernels differently from the host; the layer count carries the
+runtimes' different cost per layer (the forms tried, and how each did: benchmarks/RESULTS.md).
+Features are clipped to the range seen in fitting, so that the squares never extrapolate far. A
+random part of the pairs is held out; the held-out error is what a derived table reports. Beside it,
+the leave-one-kind-out error: each reference kind (conv, transattn, ...) predicted by a fit that
+never saw it, which is what pricing an EdgeViT op, a kind the fit never saw, amounts to. The
+coefficients are stored with the table, so that op keys of another space can be derived later
+without refitting.
 """
 
 from __future__ import annotations
