@@ -35,8 +35,9 @@ from lglsearch.counting import count
 from lglsearch.io import atomic_save_torch, atomic_write_json
 from lglsearch.space import PRESETS, Arch, load_space
 from lglsearch.train.data import balanced_subset, load_data
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.scoring import measure
 from lglsearch.train.standalone import train_standalone
-from lglsearch.train.supernet import TrainConfig, measure
 
 HERE = Path(__file__).parent / "ranking"
 PROTOCOL = HERE / "protocol.json"
@@ -161,7 +162,8 @@ def score(
     weights (`finetunes`: (steps, repeats), `lglsearch score --finetune-steps/--finetune-repeats`,
     the code path of `search --refine`). Written to scores/<supernet key>.json, resumable."""
     from lglsearch.search.scoring import prepare_supernet, score_archs
-    from lglsearch.train.supernet import calibration_images, load_supernet, materialise, proxy_scores
+    from lglsearch.train.scoring import calibration_images, materialise, proxy_scores
+    from lglsearch.train.supernet import load_supernet
 
     halves = load_protocol()
     archs = [Arch.from_dict(e["arch"]) for h in ("dev", "test") for e in halves[h]]

@@ -29,8 +29,9 @@ from lglsearch.search.refine import candidates
 from lglsearch.search.study import RUN_FILE, SearchConfig, run_search
 from lglsearch.space import load_space
 from lglsearch.train.data import load_data
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.scoring import measure
 from lglsearch.train.standalone import train_standalone
-from lglsearch.train.supernet import TrainConfig, measure
 
 
 def _said(figures: tuple[float, float, float, float]) -> str:

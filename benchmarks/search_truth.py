@@ -37,8 +37,9 @@ from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch
 from lglsearch.train.data import load_data
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.scoring import measure
 from lglsearch.train.standalone import train_standalone
-from lglsearch.train.supernet import TrainConfig, measure
 
 HERE = Path(__file__).parent / "search_truth"
 RESULTS = HERE / "results.json"

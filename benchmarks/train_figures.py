@@ -25,8 +25,11 @@ from shards import mine, record, shard_arg
 
 from lglsearch.space import PRESETS, parse_arch
 from lglsearch.train.data import load_data
-from lglsearch.train.supernet import TrainConfig, measure, train_supernet
-from lglsearch.train.trainer import Recipe, fit, train_arch
+from lglsearch.train.loop import fit
+from lglsearch.train.recipe import Recipe, TrainConfig
+from lglsearch.train.scoring import measure
+from lglsearch.train.supernet import train_supernet
+from lglsearch.train.trainer import train_arch
 
 HERE = Path(__file__).parent / "train"
 RESULTS = HERE / "results.json"

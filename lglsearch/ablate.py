@@ -53,8 +53,10 @@ from lglsearch.nn import build_model
 from lglsearch.search.pareto import CLAIM_SE, distinguishable
 from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.scoring import measure, proxy_score
 from lglsearch.train.standalone import train_standalone
-from lglsearch.train.supernet import TrainConfig, measure, proxy_score, train_supernet
+from lglsearch.train.supernet import train_supernet
 
 __all__ = [
     "STUDIES",

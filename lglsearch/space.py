@@ -626,6 +626,12 @@ class Space:
             source=f"{self.source} @{resolution}" + ("" if classes == self.num_classes else f"/{classes} classes"),
         )
 
+    def adapt(self, arch: Arch) -> Arch:
+        """`arch` at this space's resolution and class count (as a supernet of the space runs it)."""
+        if (arch.resolution, arch.num_classes) == (self.resolution, self.num_classes):
+            return arch
+        return arch.replace(resolution=self.resolution, num_classes=self.num_classes)
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping of the space (what `from_dict` reads)."""
         return {

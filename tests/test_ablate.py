@@ -16,7 +16,7 @@ from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, shipped_dir
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, Arch, Space, grid_sizes, load_space
-from lglsearch.train.supernet import TrainConfig
+from lglsearch.train.recipe import TrainConfig
 from tests.conftest import write_idx_subset
 
 TINY = load_space("tiny")

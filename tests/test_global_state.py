@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from lglsearch.train.supernet import TrainConfig
+from lglsearch.train.recipe import TrainConfig
 
 QUICK = TrainConfig(space="tiny", epochs=2, batch_size=16, max_steps_per_epoch=2, warmup_epochs=0)
 
@@ -45,7 +45,8 @@ def test_supernet_training_and_finetuning_leave_the_callers_random_state(tmp_pat
     import optuna
 
     from lglsearch.search.study import SearchConfig, run_search
-    from lglsearch.train.supernet import finetune, train_supernet
+    from lglsearch.train.scoring import finetune
+    from lglsearch.train.supernet import train_supernet
 
     torch.manual_seed(7)
     before = torch.random.get_rng_state()

@@ -41,7 +41,8 @@ from lglsearch.errors import LglsearchError
 from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import STUDY_FILE, SearchConfig, _cut_torn_line, _JournalLock, run_search
 from lglsearch.space import Arch, load_space
-from lglsearch.train.supernet import CHECKPOINT, TrainConfig, train_supernet
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.supernet import CHECKPOINT, train_supernet
 from tests.conftest import write_idx_subset
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")

@@ -26,7 +26,10 @@ from lglsearch.search.refine import REFINED_FILE, candidates
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import Arch, load_space
 from lglsearch.train.data import load_data
-from lglsearch.train.supernet import Score, TrainConfig, accuracy, load_supernet, proxy_score, train_supernet
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.score import Score
+from lglsearch.train.scoring import accuracy, proxy_score
+from lglsearch.train.supernet import load_supernet, train_supernet
 from tests.conftest import enumerate_space, write_idx_subset
 
 DEVICE = "snapdragon888"  # its table holds the tiny space's keys, with modelled energy

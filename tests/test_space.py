@@ -289,6 +289,13 @@ def test_missing_space_file_lists_the_shipped_ones(tmp_path):
         load_space(tmp_path / "nope.yaml")
 
 
+def test_adapt_puts_an_arch_at_the_space_resolution_and_classes(default_space):
+    at64 = default_space.with_resolution(64, 10)
+    arch = at64.adapt(PRESETS["edgevit_xxs"])
+    assert (arch.resolution, arch.num_classes) == (64, 10) and arch.stages == PRESETS["edgevit_xxs"].stages
+    assert at64.adapt(arch) is arch
+
+
 def test_with_resolution_revalidates(default_space, tmp_path):
     assert default_space.with_resolution(64).grids == (16, 8, 4, 2)
     text = TINY_TEXT.replace("resolution: 64", "resolution: 224").replace(

@@ -9,7 +9,10 @@ import torch
 
 import lglsearch.train.supernet as trainer
 from lglsearch.errors import LglsearchError
-from lglsearch.train.supernet import TrainConfig, accuracy, load_supernet, train_supernet
+from lglsearch.train.data import loader
+from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.scoring import accuracy
+from lglsearch.train.supernet import load_supernet, train_supernet
 
 QUICK = TrainConfig(space="tiny", epochs=2, batch_size=16, max_steps_per_epoch=2, n_random=1)
 
@@ -115,7 +118,7 @@ def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path
     import torch.nn.functional as F
 
     from lglsearch.train.data import balanced_subset, labels_of
-    from lglsearch.train.supernet import calibration_images, proxy_score
+    from lglsearch.train.scoring import calibration_images, proxy_score
 
     trained = train_supernet(QUICK, tmp_path, progress=False)
     net, data, arch = trained.net, trained.data, trained.net.space.smallest()
@@ -145,7 +148,7 @@ def test_proxy_score_is_top1_and_cross_entropy_of_the_recalibrated_arch(tmp_path
 def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it_was(tmp_path):
     import torch.nn.functional as F
 
-    from lglsearch.train.supernet import calibration_images, finetune, proxy_score
+    from lglsearch.train.scoring import calibration_images, finetune, proxy_score
 
     trained = train_supernet(QUICK, tmp_path, progress=False)
     net, data, arch = trained.net, trained.data, trained.net.space.largest()
@@ -165,7 +168,7 @@ def test_finetuned_score_trains_a_copy_of_the_arch_and_leaves_the_supernet_as_it
     # fine-tuning lowers the loss on the batches it trained on
     model = net.extract(arch)
     torch.manual_seed(0)  # the augmentations of finetune's first batch
-    images, labels = next(iter(trainer._loader(data.train, 64, 0, shuffle=True)))
+    images, labels = next(iter(loader(data.train, 64, 0, shuffle=True)))
     with torch.no_grad():
         start = F.cross_entropy(model.train()(images), labels).item()
     tuned_model = finetune(model, data, 4, lr=1e-3, batch_size=64, seed=0)
@@ -182,7 +185,7 @@ def test_proxy_scores_equal_proxy_score_on_each_set_with_one_fine_tuning(tmp_pat
 
     from torch.utils.data import Subset
 
-    from lglsearch.train.supernet import calibration_images, proxy_score, proxy_scores
+    from lglsearch.train.scoring import calibration_images, proxy_score, proxy_scores
 
     trained = train_supernet(QUICK, tmp_path, progress=False)
     net, data, arch = trained.net, trained.data, trained.net.space.largest()
@@ -295,7 +298,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     tuned = json.loads(capsys.readouterr().out)
     from lglsearch.search.execution import SCORE_IMAGES
     from lglsearch.train.data import load_data
-    from lglsearch.train.supernet import proxy_score
+    from lglsearch.train.scoring import proxy_score
 
     # a share of the search's scoring images (the tuned score is recomputed below, on the same ones)
     assert shown["score_images"] == SCORE_IMAGES < len(load_data(None, 64).val)

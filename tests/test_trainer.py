@@ -11,12 +11,15 @@ import torch
 
 import lglsearch.train.trainer as trainer
 from lglsearch.cli import main
+from lglsearch.errors import LglsearchError
 from lglsearch.export import read_checkpoint
 from lglsearch.nn import build_model
 from lglsearch.space import Arch, load_space
 from lglsearch.train.data import load_data
-from lglsearch.train.supernet import TrainConfig, measure, train_supernet
-from lglsearch.train.trainer import Recipe, train_arch
+from lglsearch.train.recipe import Recipe, TrainConfig
+from lglsearch.train.scoring import measure
+from lglsearch.train.supernet import train_supernet
+from lglsearch.train.trainer import train_arch
 from tests.conftest import write_idx_subset
 
 DEVICE = "snapdragon888"
@@ -127,7 +130,6 @@ def test_timm_builds_any_arch_with_its_usual_surface(tmp_path, arch):
 
 
 def test_an_arch_id_names_a_family_member_under_runs(tmp_path, monkeypatch, arch):
-    from lglsearch.errors import LglsearchError
     from lglsearch.space import parse_arch
 
     monkeypatch.chdir(tmp_path)
@@ -218,6 +220,27 @@ def test_a_batch_larger_than_the_data_says_so(tmp_path, small_data, arch):
     data = load_data(small_data, 64)
     with pytest.raises(Exception, match="fewer than one batch of 512; lower --batch-size"):
         train_arch(arch, data, Recipe(batch_size=512), tmp_path / "o", accelerator="cpu", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, r"epochs must be >= 1, got 0; pass --epochs 1 or more"),
+        ("batch_size", 0, r"batch size must be >= 1, got 0; pass --batch-size"),
+        ("lr", 0.0, r"the learning rate must be a number > 0, got 0.0; pass e.g. --lr 2e-3"),
+        ("lr", float("nan"), r"the learning rate must be a number > 0, got nan"),
+        ("weight_decay", -0.1, r"weight decay must be >= 0, got -0.1"),
+        ("warmup_epochs", -1, r"warm-up epochs must be >= 0"),
+        ("max_steps_per_epoch", 0, r"max_steps_per_epoch must be >= 1 or None"),
+    ],
+)
+def test_both_recipes_refuse_what_cannot_train_in_one_line(field, value, message):
+    for recipe in (Recipe, TrainConfig):
+        with pytest.raises(LglsearchError, match=message) as caught:
+            recipe(**{field: value})
+        assert "\n" not in str(caught.value)
+    with pytest.raises(LglsearchError, match="label smoothing must be in"):
+        Recipe(label_smoothing=1.0)
 
 
 def test_an_arch_trains_under_torchrun(tmp_path, small_data, arch):

@@ -103,7 +103,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def train_config(args: argparse.Namespace, space: str | None = None):  # -> TrainConfig
     """The training recipe of `supernet train` and `ablate` from their shared options."""
-    from lglsearch.train.supernet import TrainConfig
+    from lglsearch.train.recipe import TrainConfig
 
     return TrainConfig(
         space=space,
@@ -120,7 +120,8 @@ def train_config(args: argparse.Namespace, space: str | None = None):  # -> Trai
 def cmd_supernet_train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from lglsearch.train.supernet import TrainConfig, epochs_for_minutes, train_supernet
+    from lglsearch.train.recipe import TrainConfig
+    from lglsearch.train.supernet import epochs_for_minutes, train_supernet
 
     config = train_config(args, space=args.space)
     if args.minutes is not None:
@@ -135,12 +136,11 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
 def cmd_supernet_eval(args: argparse.Namespace) -> None:
     from lglsearch.space import parse_arch
     from lglsearch.train.data import load_data
-    from lglsearch.train.supernet import load_supernet, proxy_score
+    from lglsearch.train.scoring import proxy_score
+    from lglsearch.train.supernet import load_supernet
 
     net = load_supernet(args.supernet)
-    arch = parse_arch(args.arch)
-    if arch.resolution != net.space.resolution or arch.num_classes != net.space.num_classes:
-        arch = arch.replace(resolution=net.space.resolution, num_classes=net.space.num_classes)
+    arch = net.space.adapt(parse_arch(args.arch))
     data = load_data(args.data, net.space.resolution)
     score = proxy_score(
         net,
@@ -176,7 +176,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
     from lglsearch.train.data import load_data
-    from lglsearch.train.trainer import CHECKPOINT, Recipe, train_arch
+    from lglsearch.train.recipe import Recipe
+    from lglsearch.train.trainer import CHECKPOINT, train_arch
 
     deployed = parse_arch(args.arch)  # as the search priced it: its own resolution and classes
     image_folder = args.data is not None and (Path(args.data) / "train").is_dir()

@@ -26,7 +26,8 @@ from lglsearch.errors import LglsearchError
 from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Arch, Space
 from lglsearch.train.data import balanced_subset, load_data
-from lglsearch.train.supernet import Score, calibration_images, materialise, proxy_score
+from lglsearch.train.score import Score
+from lglsearch.train.scoring import calibration_images, materialise, proxy_score
 
 __all__ = [
     "SCORE_IMAGES",

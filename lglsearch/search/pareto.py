@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 
 from lglsearch.search.objectives import OBJECTIVES
-from lglsearch.train.supernet import Score
+from lglsearch.train.score import Score
 
 __all__ = [
     "CLAIM_SE",

@@ -32,7 +32,7 @@ from lglsearch.io import atomic_write
 from lglsearch.search.execution import Executor
 from lglsearch.search.pareto import trial_ranks
 from lglsearch.space import Arch
-from lglsearch.train.supernet import Score
+from lglsearch.train.score import Score
 
 __all__ = ["REFINED_FILE", "REFINE_REPEATS", "REFINE_STEPS", "candidates", "refine", "refined_scores", "shared_scores"]
 

@@ -42,7 +42,8 @@ def prepare_supernet(
         return WorkerSpec(space=space.to_dict(), data=data, noop=True), None, {"supernet": "none (no-op)"}
     if score_images < 0:
         raise LglsearchError(f"--score-images must be >= 0 (0 = the whole validation split), got {score_images}")
-    from lglsearch.train.supernet import TrainConfig, load_supernet, train_supernet
+    from lglsearch.train.recipe import TrainConfig
+    from lglsearch.train.supernet import load_supernet, train_supernet
 
     if supernet:
         directory = Path(supernet)
@@ -112,7 +113,7 @@ def score_archs(
     """
     adapted = []
     for arch in archs:
-        arch = arch.replace(resolution=space.resolution, num_classes=space.num_classes)
+        arch = space.adapt(arch)
         reason = space.check(arch)
         if reason:
             raise LglsearchError(

@@ -37,7 +37,7 @@ from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, pars
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
 from lglsearch.search.scoring import prepare_supernet
 from lglsearch.space import PRESETS, Arch, Space, load_space
-from lglsearch.train.supernet import Score
+from lglsearch.train.score import Score
 
 try:
     import fcntl

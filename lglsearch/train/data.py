@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
 
-__all__ = ["PROXY", "ImageData", "balanced_subset", "load_data", "make_proxy", "read_idx"]
+__all__ = ["PROXY", "ImageData", "balanced_subset", "load_data", "loader", "make_proxy", "read_idx"]
 
 PROXY = "proxy"
 FASHION_MNIST_CLASSES = (
@@ -184,6 +184,18 @@ def balanced_subset(dataset: Dataset, images: int) -> Dataset:
             seen[label] = seen.get(label, 0) + 1
             picked.append(i)
     return Subset(dataset, picked[:images])
+
+
+def loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    """Batches in this process, shuffled (the last partial batch dropped) from `seed` when `shuffle`."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _transforms(resolution: int, train: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Transform:

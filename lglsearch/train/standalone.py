@@ -1,7 +1,7 @@
 """Training one arch on its own with the supernet's recipe: the fair reference for proxy accuracy.
 
-The loop is `lglsearch.train.trainer.fit`; the recipe here is the supernet's (no label smoothing,
-no EMA), which the ranking benchmarks' committed results were trained with.
+The loop is `lglsearch.train.loop.fit`; the recipe is the supernet's (`Recipe.of_supernet`: no
+label smoothing, no EMA), which the ranking benchmarks' committed results were trained with.
 """
 
 from __future__ import annotations
@@ -13,30 +13,16 @@ from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData
 from lglsearch.train.distributed import placement
-from lglsearch.train.supernet import TrainConfig
-from lglsearch.train.supernet import evaluate as top1
-from lglsearch.train.trainer import Recipe, fit
+from lglsearch.train.loop import fit
+from lglsearch.train.recipe import Recipe, TrainConfig
+from lglsearch.train.scoring import evaluate as top1
 
-__all__ = ["evaluate", "supernet_recipe", "train_standalone"]
+__all__ = ["evaluate", "train_standalone"]
 
 
 def evaluate(model: nn.Module, data: ImageData) -> float:
     """Top-1 on the validation split."""
     return top1(model, data.val)
-
-
-def supernet_recipe(config: TrainConfig) -> Recipe:
-    """The supernet's recipe as a stand-alone one: the same epochs, batch, AdamW and schedule."""
-    return Recipe(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        label_smoothing=0.0,
-        seed=config.seed,
-        max_steps_per_epoch=config.max_steps_per_epoch,
-    )
 
 
 def train_standalone(
@@ -48,6 +34,6 @@ def train_standalone(
     with seeded(config.seed):  # the caller's random state is left as it was
         model = build_model(arch)
         trained = fit(
-            model, data, supernet_recipe(config), where=where, evaluate=False, progress=progress, desc=arch.id
+            model, data, Recipe.of_supernet(config), where=where, evaluate=False, progress=progress, desc=arch.id
         )
     return trained.model
