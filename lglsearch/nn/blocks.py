@@ -5,7 +5,8 @@ ECCV 2022 (arXiv 2205.03436); reference code github.com/saic-fi/edgevit. Module 
 our own (snake_case); the reference's names appear only in the checkpoint converter.
 
 Tensors between blocks are NCHW. Each block takes its layer types as arguments (timm style), so
-the ablation switches of an `Arch` (delegate sampler, propagation) are just other layers.
+the ablation switches of an `Arch` (delegate sampler, propagation) are just other layers, and the
+supernet runs these same forwards with its elastic layers (`lglsearch.nn.elastic`) passed in.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from torch import nn
 
-# the reference's token norm (timm's ViT default)
+# the reference's token norm (timm's ViT default) and patch-embedding norm
 TokenNorm = partial(nn.LayerNorm, eps=1e-6)
+PatchNorm = partial(LayerNorm2d, eps=1e-5)
 
 __all__ = [
     "GlobalSparseAttn",
@@ -35,10 +37,17 @@ __all__ = [
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding: Conv2d(k = stride = patch) then LayerNorm over channels."""
 
-    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        patch: int,
+        conv_layer: type[nn.Module] = nn.Conv2d,
+        norm_layer: type[nn.Module] = PatchNorm,
+    ) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-        self.norm = LayerNorm2d(dim, eps=1e-5)
+        self.proj = conv_layer(in_chans, dim, kernel_size=patch, stride=patch)
+        self.norm = norm_layer(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -54,15 +63,17 @@ class LocalAgg(nn.Module):
         drop_path: float = 0.0,
         act_layer: type[nn.Module] = nn.GELU,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        conv_layer: type[nn.Module] = nn.Conv2d,
+        mlp_layer: type[nn.Module] = Mlp,
     ) -> None:
         super().__init__()
-        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.pos_embed = conv_layer(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
-        self.pw1 = nn.Conv2d(dim, dim, 1)
-        self.dw = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.pw2 = nn.Conv2d(dim, dim, 1)
+        self.pw1 = conv_layer(dim, dim, 1)
+        self.dw = conv_layer(dim, dim, 5, padding=2, groups=dim)
+        self.pw2 = conv_layer(dim, dim, 1)
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, use_conv=True)
+        self.mlp = mlp_layer(dim, int(dim * mlp_ratio), act_layer=act_layer, use_conv=True)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,13 +120,19 @@ class GlobalSparseAttn(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, sr: int = 1, sampler: str = "pick", propagation: str = "tconv"
+        self,
+        dim: int,
+        num_heads: int,
+        sr: int = 1,
+        sampler: str = "pick",
+        propagation: str = "tconv",
+        linear_layer: type[nn.Module] = nn.Linear,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.sr = sr
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = linear_layer(dim, dim * 3)
+        self.proj = linear_layer(dim, dim)
         if sr > 1:
             self.sampler = make_sampler(sampler, sr)
             self.local_prop = make_propagation(propagation, dim, sr)
@@ -149,13 +166,16 @@ class SelfAttn(nn.Module):
         drop_path: float = 0.0,
         act_layer: type[nn.Module] = nn.GELU,
         norm_layer: type[nn.Module] = TokenNorm,
+        conv_layer: type[nn.Module] = nn.Conv2d,
+        attn_layer: type[nn.Module] = GlobalSparseAttn,
+        mlp_layer: type[nn.Module] = Mlp,
     ) -> None:
         super().__init__()
-        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.pos_embed = conv_layer(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
-        self.attn = GlobalSparseAttn(dim, num_heads, sr, sampler, propagation)
+        self.attn = attn_layer(dim, num_heads, sr, sampler, propagation)
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.mlp = mlp_layer(dim, int(dim * mlp_ratio), act_layer=act_layer)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
