@@ -157,22 +157,14 @@ class ElasticSparseAttn(GlobalSparseAttn):
     """`GlobalSparseAttn` at full width with a propagation and a norm per sampling rate of `srs`;
     `set` picks the heads, rate, sampler and propagation that its forward then runs."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        sr: int = 1,
-        sampler: str = "pick",
-        propagation: str = "tconv",
-        *,
-        srs: tuple[int, ...],
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, *per_arch: int | str, srs: tuple[int, ...]) -> None:
+        # `per_arch` is the rate, sampler and propagation SelfAttn passes: the first arch's, until `set`
         super().__init__(dim, num_heads, linear_layer=ElasticLinear)  # rate 1: only qkv and proj
         self.qkv.parts = 3
         rates = [r for r in srs if r > 1]
         self.local_prop = _Propagation(dim, rates)
         self.norm = _PerRate({str(r): ElasticLayerNorm(dim) for r in rates})
-        self.set(num_heads, sr, sampler, propagation)
+        self.set(num_heads, *per_arch)
 
     def set(self, num_heads: int, sr: int, sampler: str, propagation: str) -> None:
         self.num_heads, self.sr = num_heads, sr

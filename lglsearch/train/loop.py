@@ -43,7 +43,6 @@ __all__ = [
     "epoch_loader",
     "fit",
     "make_optimizer",
-    "progress_bar",
     "steps_per_epoch",
 ]
 
@@ -108,11 +107,6 @@ def make_optimizer(model: nn.Module, recipe: Schedule, steps: int) -> tuple[torc
     return optimizer, scheduler
 
 
-def progress_bar(steps: int, desc: str, *, show: bool) -> tqdm:
-    """The bar of a training epoch (on stderr, one tick a step)."""
-    return tqdm(total=steps, desc=desc, unit="step", disable=not show, file=sys.stderr)
-
-
 def fit(
     model: nn.Module,
     data: ImageData,
@@ -171,7 +165,13 @@ def fit(
         rng = np.random.default_rng(recipe.seed + epoch)  # the sub-archs a step draws
         torch.manual_seed(recipe.seed + epoch)  # dropout, drop-path and the augmentations of this epoch
         trained.train()
-        bar = progress_bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", show=progress)
+        bar = tqdm(
+            total=steps,
+            desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}",
+            unit="step",
+            disable=not progress,
+            file=sys.stderr,
+        )
         seen, losses, started = 0, [], time.perf_counter()
         for index, (images, labels) in enumerate(epoch_loader(data, recipe, epoch, where)):
             if index >= steps:
