@@ -65,7 +65,7 @@ class TrainConfig:
     space: str | None = None  # a space file or shipped name; None = the default space
     data: str | None = None  # None = the embedded proxy
     resolution: int = 64
-    epochs: int = 3  # the default supernet: about 10 minutes on this 2-core machine (64 px, batch 64)
+    epochs: int = 3  # the default supernet: minutes on a 2-core CPU (64 px, batch 64; benchmarks/RESULTS.md)
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05

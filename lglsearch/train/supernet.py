@@ -4,8 +4,8 @@ Training follows the sandwich rule (Yu et al., BigNAS / "Universally slimmable n
 step trains the largest arch, the smallest and `n_random` random archs on the labels, and takes one
 AdamW step on the summed gradients. With `distill`, the smaller archs learn the largest's soft
 predictions instead (in-place distillation, as in BigNAS); on the 3-epoch proxy that made the
-inherited weights rank archs worse (Kendall tau 0.17 against 0.29-0.30), so it is off by default.
-The learning rate follows a cosine schedule with warm-up (timm's scheduler). A
+inherited weights rank archs worse (benchmarks/RESULTS.md), so it is off by default. The learning
+rate follows a cosine schedule with warm-up (timm's scheduler). A
 checkpoint is written atomically after every epoch and training resumes from it, so an
 interruption loses at most the current epoch. Trained supernets are cached under the user cache,
 keyed by what determines them (space, data, resolution, budget, seed, recipe), so a search reuses
@@ -96,7 +96,7 @@ def _train_supernet(config: TrainConfig, out: Path | None, *, progress: bool, ac
         print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
     if progress and start_epoch == 0:  # (a cached, finished supernet says nothing)
         print(
-            f"lglsearch: training a supernet ({config.epochs} epochs; the default takes about 11 minutes on 2 cores) "
+            f"lglsearch: training a supernet ({config.epochs} epochs; the default takes minutes on a CPU) "
             f"into {directory}, kept for reuse",
             file=sys.stderr,
         )
