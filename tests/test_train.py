@@ -315,15 +315,16 @@ def test_standalone_training_learns_and_matches_the_recipe():
 
     from lglsearch.space import load_space
     from lglsearch.train.data import load_data
-    from lglsearch.train.standalone import evaluate, train_standalone
+    from lglsearch.train.scoring import top1
+    from lglsearch.train.standalone import train_standalone
 
     data = load_data(None, 64)
     data = dataclasses.replace(data, val=Subset(data.val, range(0, 2000, 4)))  # 500, balanced
     arch = load_space("tiny").smallest()
     config = TrainConfig(space="tiny", epochs=1, batch_size=32, max_steps_per_epoch=20, warmup_epochs=0)
-    untrained = evaluate(
-        train_standalone(arch, data, TrainConfig(**{**config.__dict__, "lr": 1e-12}), progress=False), data
+    untrained = top1(
+        train_standalone(arch, data, TrainConfig(**{**config.__dict__, "lr": 1e-12}), progress=False), data.val
     )
-    trained = evaluate(train_standalone(arch, data, config, progress=False), data)
+    trained = top1(train_standalone(arch, data, config, progress=False), data.val)
     assert trained > untrained + 0.1  # 20 steps of real learning on the 10-class proxy
-    assert evaluate(train_standalone(arch, data, config, progress=False), data) == trained  # seeded
+    assert top1(train_standalone(arch, data, config, progress=False), data.val) == trained  # seeded

@@ -116,10 +116,6 @@ class Supernet(nn.Module):
                     x = block.self_attn(x)
         return self.head(self.norm(x).mean(dim=(2, 3)))
 
-    def subnet(self, arch: Arch) -> Supernet:
-        """The supernet set to `arch` (call it like a model)."""
-        return self.set_arch(arch)
-
     @torch.no_grad()
     def extract(self, arch: Arch) -> EdgeViT:
         """The stand-alone model of `arch` with the inherited (sliced) weights."""

@@ -35,13 +35,13 @@ __all__ = [
     "FINETUNE_LR",
     "accuracy",
     "calibration_images",
-    "evaluate",
     "finetune",
     "materialise",
     "measure",
     "proxy_score",
     "proxy_scores",
     "recalibrated",
+    "top1",
 ]
 
 FINETUNE_LR = 1e-3  # constant, AdamW: the rate the ranking benchmark measured
@@ -203,6 +203,6 @@ def measure(model: nn.Module, dataset: Any) -> Score:
     return Score(float(hits.mean()), float(loss.mean()), spread[0] / math.sqrt(n), spread[1] / math.sqrt(n))
 
 
-def evaluate(model: nn.Module, dataset: Any) -> float:
+def top1(model: nn.Module, dataset: Any) -> float:
     """Top-1 of `model` (in eval mode) on `dataset`."""
     return measure(model, dataset).top1

@@ -6,8 +6,6 @@ label smoothing, no EMA), which the ranking benchmarks' committed results were t
 
 from __future__ import annotations
 
-from torch import nn
-
 from lglsearch.nn import EdgeViT, build_model
 from lglsearch.rng import seeded
 from lglsearch.space import Arch
@@ -15,14 +13,8 @@ from lglsearch.train.data import ImageData
 from lglsearch.train.distributed import placement
 from lglsearch.train.loop import fit
 from lglsearch.train.recipe import Recipe, TrainConfig
-from lglsearch.train.scoring import evaluate as top1
 
-__all__ = ["evaluate", "train_standalone"]
-
-
-def evaluate(model: nn.Module, data: ImageData) -> float:
-    """Top-1 on the validation split."""
-    return top1(model, data.val)
+__all__ = ["train_standalone"]
 
 
 def train_standalone(
