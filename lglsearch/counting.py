@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Stage
+from lglsearch.space import Arch, Stage
 
 __all__ = ["Counts", "count", "count_macs", "count_params"]
 
@@ -31,6 +31,9 @@ class Counts:
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(self.params + other.params, self.macs + other.macs)
+
+    def __mul__(self, times: int) -> Counts:
+        return Counts(times * self.params, times * self.macs)
 
 
 def _local_agg(width: int, hidden: int, tokens: int) -> Counts:
@@ -58,14 +61,11 @@ def count(arch: Arch, in_chans: int = 3) -> Counts:
     total = Counts(0, 0)
     chans = in_chans
     for i, (stage, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
-        patch = PATCH_STRIDES_FIRST if i == 0 else PATCH_STRIDE_LATER
+        patch = arch.patch(i)
         tokens, c, hidden = grid * grid, stage.width, int(stage.width * stage.mlp_ratio)
         total += Counts(chans * c * patch * patch + c + 2 * c, chans * c * patch * patch * tokens)
-        for kind in stage.kinds:
-            if kind in ("lgl", "local"):
-                total += _local_agg(c, hidden, tokens)
-            if kind in ("lgl", "global"):
-                total += _self_attn(stage, hidden, tokens, arch.propagation)
+        total += _local_agg(c, hidden, tokens) * stage.n_local
+        total += _self_attn(stage, hidden, tokens, arch.propagation) * stage.n_attn
         chans = c
     return total + Counts(2 * chans + chans * arch.num_classes + arch.num_classes, chans * arch.num_classes)
 

@@ -130,8 +130,18 @@ class Stage:
         return len(self.kinds)
 
     @property
+    def n_local(self) -> int:
+        """How many blocks run LocalAgg: all but the `global` ones."""
+        return len(self.kinds) - self.kinds.count("global")  # count, not a loop: pricing reads it per stage
+
+    @property
+    def n_attn(self) -> int:
+        """How many blocks run SelfAttn: all but the `local` ones."""
+        return len(self.kinds) - self.kinds.count("local")
+
+    @property
     def has_attention(self) -> bool:
-        return any(kind != "local" for kind in self.kinds)
+        return self.n_attn > 0
 
     @property
     def has_sparse_attention(self) -> bool:
@@ -209,6 +219,11 @@ class Arch:
     @functools.cached_property
     def grids(self) -> tuple[int, ...]:
         return grid_sizes(self.resolution, len(self.stages))
+
+    @staticmethod
+    def patch(index: int) -> int:
+        """The patch size (and stride) of stage `index`'s embedding."""
+        return PATCH_STRIDES_FIRST if index == 0 else PATCH_STRIDE_LATER
 
     @property
     def depths(self) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LGLBlock, PatchEmbed
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, PRESETS, Arch, parse_arch
+from lglsearch.space import PRESETS, Arch, parse_arch
 
 __all__ = ["TRAINING_SUMMARY", "EdgeViT", "build_model", "checkpoint_filter_fn", "load_checkpoint"]
 
@@ -32,8 +32,7 @@ class EdgeViTStage(nn.Module):
     def __init__(self, arch: Arch, index: int, in_chans: int, drop_path: list[float]) -> None:
         super().__init__()
         stage = arch.stages[index]
-        patch = PATCH_STRIDES_FIRST if index == 0 else PATCH_STRIDE_LATER
-        self.downsample = PatchEmbed(in_chans, stage.width, patch)
+        self.downsample = PatchEmbed(in_chans, stage.width, arch.patch(index))
         self.blocks = nn.Sequential(
             *(
                 LGLBlock(
