@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from lglsearch.cost.build import build_table, host_table
 from lglsearch.cost.metrics import error_summary
-from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, parse_key, space_ops
+from lglsearch.cost.ops import OpKey, arch_ops, op_input_shape, op_module, space_ops
 from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, Timing, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path
 from lglsearch.cost.validate import sample_archs, validate
@@ -59,14 +60,41 @@ def test_space_ops_cover_every_arch_and_switches_give_distinct_keys(tiny):
 
 
 def test_op_keys_parse_and_bad_keys_are_named():
-    kind, dims = parse_key("self_attn:c=144,h=4,sr=2,r=4,hw=14,s=pick,p=tconv")
-    assert (
-        kind == "self_attn" and dims["sr"] == "2" and op_input_shape("embed:cin=3,c=36,k=4,hw=224") == (1, 3, 224, 224)
-    )
+    key = OpKey.parse("self_attn:c=144,h=4,sr=2,r=4,hw=14,s=pick,p=tconv")
+    assert key.kind == "self_attn" and key.sr == 2 and op_input_shape("embed:cin=3,c=36,k=4,hw=224") == (1, 3, 224, 224)
     with pytest.raises(LglsearchError, match="malformed op key 'conv:c=3'"):
-        parse_key("conv:c=3")
+        OpKey.parse("conv:c=3")
     with pytest.raises(LglsearchError, match="lacks or garbles a dimension"):
         op_module("local_agg:c=16,hw=8")
+
+
+def test_any_spelling_of_a_key_is_the_same_op(tiny):
+    """`r=4.0`, fields out of order and a dense SelfAttn's ignored switches read as the canonical key,
+    so a table prices and lists an arch's ops alike however its file spells them."""
+    spellings = {
+        "local_agg:c=16,r=2,hw=16": "local_agg:hw=16,r=2.0,c=16",
+        "self_attn:c=16,h=2,sr=1,r=2,hw=16": "self_attn:sr=1,c=16,h=2,r=2.0,hw=16,s=pick,p=tconv",
+        "self_attn:c=16,h=2,sr=2,r=4,hw=16,s=pick,p=tconv": "self_attn:hw=16,r=4.0,h=2,c=16,sr=2",
+    }
+    for canonical, other in spellings.items():
+        assert OpKey.parse(other) == OpKey.parse(canonical) and str(OpKey.parse(other)) == canonical
+    with pytest.raises(LglsearchError, match="'x' is not one of its dimensions; a local_agg key names c, r, hw"):
+        OpKey.parse("local_agg:c=16,r=2,hw=16,x=1")
+    # a table whose file spells its keys otherwise prices an arch as the canonical spelling does
+    arch = tiny.sample(np.random.default_rng(4))
+    keys = sorted(set(arch_ops(arch)))
+    latency = np.linspace(0.1, 1.0, len(keys))
+    respelt = [k.replace(",r=2,", ",r=2.0,").replace(",r=4,", ",r=4.0,") for k in keys]
+    respelt = [f"{k.partition(':')[0]}:{','.join(reversed(k.partition(':')[2].split(',')))}" for k in respelt]
+    assert set(respelt).isdisjoint(keys)
+    tables = [
+        CostTable("host", pd.DataFrame({"latency_ms": latency}, index=pd.Index(ks, name="key")), {})
+        for ks in (keys, respelt)
+    ]
+    assert tables[1].cost(arch)[0] == pytest.approx(tables[0].cost(arch)[0])
+    assert list(tables[1].frame.index) == keys and not tables[1].missing(arch_ops(arch)) and respelt[0] in tables[1]
+    with pytest.raises(LglsearchError, match="listed twice"):
+        CostTable("host", pd.DataFrame({"latency_ms": [1.0, 2.0]}, index=[keys[0], respelt[0]]), {})
 
 
 def test_runner_times_real_work():
@@ -263,6 +291,24 @@ def test_lut_import(tmp_path, cache, tiny, capsys):
     arch = tiny.largest()
     # the sum of the CSV's own figures over the arch's ops (each occurrence counts)
     assert table.cost(arch) == pytest.approx((sum(latency[k] for k in arch_ops(arch)), 0.5 * len(arch_ops(arch))))
+
+
+def test_lut_import_stores_keys_canonically(tmp_path, cache, tiny):
+    """An imported `r=4.0` or reordered key is stored as the key an arch looks up: none is reported missing."""
+    from lglsearch.cost.importing import import_table
+
+    keys = space_ops(tiny)
+    respelt = [f"{k.partition(':')[0]}:{','.join(reversed(k.partition(':')[2].split(',')))}" for k in keys]
+    respelt = [re.sub(r"\br=(\d+)", r"r=\1.0", k) for k in respelt]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame({"key": respelt, "latency_ms": 1.0}).to_csv(csv, index=False)
+    import_table("pixel9", csv, meta={})
+    table = CostTable.load("pixel9")
+    assert sorted(table.frame.index) == keys and not table.missing(keys)
+    assert table.latency(tiny.largest()) == pytest.approx(len(arch_ops(tiny.largest())))
+    pd.DataFrame({"key": [keys[0], respelt[0]], "latency_ms": 1.0}).to_csv(csv, index=False)
+    with pytest.raises(LglsearchError, match="twice"):
+        import_table("pixel8", csv, meta={})
 
 
 @pytest.mark.parametrize(

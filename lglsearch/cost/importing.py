@@ -8,7 +8,8 @@ Schema of the CSV: a header, then one row per op key.
 
 (keys hold commas, so they are quoted, as any CSV writer does).
 
-`key` is an op key as `lglsearch/cost/ops.py` writes it (one of embed, local_agg, self_attn, head),
+`key` is an op key as `lglsearch/cost/opkey.py` writes it (one of embed, local_agg, self_attn, head;
+any spelling of it: fields in any order, ``r=4.0`` for ``r=4``; it is stored canonically),
 `latency_ms` a positive latency in milliseconds, `energy_mj` (optional) a non-negative energy in
 millijoules. Every row is checked before anything is written; the table goes to the user cache.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from lglsearch.cost.ops import key_tuple
+from lglsearch.cost.opkey import OpKey
 from lglsearch.cost.table import HOST, CostTable, user_tables_dir
 from lglsearch.errors import LglsearchError
 
@@ -52,13 +53,16 @@ def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> 
         raise LglsearchError(
             f"CSV {path} has columns {list(frame.columns)}; it needs key and latency_ms, and may have energy_mj"
         )
+    keys = []
     for row, key in enumerate(frame["key"], start=2):
         try:
-            priced = key_tuple(str(key)) is not None
+            op = OpKey.parse(str(key))
         except LglsearchError as err:
             raise LglsearchError(f"CSV {path} line {row}: {key!r} is not an op key: {err}") from None
-        if not priced:
+        if not op.priced:
             raise LglsearchError(f"CSV {path} line {row}: {key!r} is not an op key (e.g. 'local_agg:c=36,r=4,hw=56')")
+        keys.append(str(op))
+    frame["key"] = keys
     if frame["key"].duplicated().any():
         raise LglsearchError(f"CSV {path} lists {frame['key'][frame['key'].duplicated()].iloc[0]!r} twice")
     for column, lowest in (("latency_ms", "positive"), ("energy_mj", "non-negative")):

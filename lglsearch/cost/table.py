@@ -20,16 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost.ops import arch_ops, key_tuple
+from lglsearch.cost.ops import OpKey, StageArgs, arch_ops, stage_args, stage_ops
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write, cache_dir
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch
+from lglsearch.space import Arch
 
 __all__ = ["CostTable", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
 REQUIRED = ("latency_ms",)
 OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
 HOST = "host"
+_STAGE_CACHE = 1 << 17  # stage sums kept per table (~30 MB at most)
 
 
 def shipped_dir() -> Path:
@@ -67,20 +68,34 @@ def _keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:12]
 
 
+def _canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[OpKey]]:
+    """`frame` indexed by canonical op keys (`OpKey.parse`), and those keys; two rows of one op are an error."""
+    keys = [OpKey.parse(k) for k in frame.index]
+    text = [str(k) for k in keys]
+    if text != list(frame.index):
+        frame = frame.set_axis(pd.Index(text, name=frame.index.name))
+    if frame.index.has_duplicates:
+        twice = frame.index[frame.index.duplicated()][0]
+        raise LglsearchError(f"op key {twice!r} is listed twice, spelt differently")
+    return frame, keys
+
+
 class CostTable:
-    """Per-op costs of one device: `frame` indexed by op key, `meta` its provenance."""
+    """Per-op costs of one device: `frame` indexed by canonical op key, `meta` its provenance.
+
+    Queries take an `OpKey` or any spelling of its text, so text and keys always agree.
+    """
 
     def __init__(self, device: str, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
         self.device = device
-        self.frame = frame
+        self.frame, keys = _canonical(frame)
         self.meta = meta
-        self._latency: dict[str, float] = frame["latency_ms"].to_dict()
-        self._energy: dict[str, float] | None = (
-            frame["energy_mj"].to_dict() if "energy_mj" in frame and frame["energy_mj"].notna().all() else None
+        self._has_energy = "energy_mj" in frame and bool(frame["energy_mj"].notna().all())
+        energy = self.frame["energy_mj"] if self._has_energy else np.full(len(keys), np.nan)
+        self._costs: dict[OpKey, tuple[float, float]] = dict(
+            zip(keys, zip(self.frame["latency_ms"].tolist(), list(energy), strict=True), strict=True)
         )
-        energy = self._energy or {}
-        tuples = {k: key_tuple(k) for k in self._latency}
-        self._ops = {t: (self._latency[k], energy.get(k, float("nan"))) for k, t in tuples.items() if t is not None}
+        self._stage_costs: dict[StageArgs, tuple[float, float]] = {}  # the archs of a search share stages
 
     # -- construction and storage ------------------------------------------------------------
 
@@ -92,6 +107,7 @@ class CostTable:
 
     def with_rows(self, rows: pd.DataFrame) -> CostTable:
         """A new table with `rows` (indexed by key) added or replaced."""
+        rows, _ = _canonical(rows)
         frame = pd.concat([self.frame.drop(index=rows.index, errors="ignore"), rows]).sort_index()
         frame.index.name = "key"
         return CostTable(self.device, frame, dict(self.meta))
@@ -155,7 +171,10 @@ class CostTable:
                 f"table {path} has {len(frame)} rows but its metadata describes {meta.get('entries')} other "
                 f"or different rows (interrupted write or hand edit?); {rebuild}"
             )
-        return cls(device, numeric, meta)
+        try:
+            return cls(device, numeric, meta)
+        except LglsearchError as err:
+            raise LglsearchError(f"table {path}: {err}; {rebuild}") from None
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -163,11 +182,11 @@ class CostTable:
         return len(self.frame)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._latency
+        return isinstance(key, str | OpKey) and OpKey.parse(key) in self._costs
 
     @property
     def has_energy(self) -> bool:
-        return self._energy is not None
+        return self._has_energy
 
     def require_energy(self) -> None:
         """Raise unless the table prices energy (an energy objective or budget needs it)."""
@@ -200,8 +219,9 @@ class CostTable:
             "coverage": self.meta.get("coverage"),
         }
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
-        return sorted({k for k in keys if k not in self._latency})
+    def missing(self, keys: Iterable[str | OpKey]) -> list[str]:
+        """The canonical text of the `keys` the table lacks, sorted."""
+        return sorted({str(OpKey.parse(k)) for k in keys if k not in self})
 
     def _missing_error(self, key: str) -> LglsearchError:
         space = ", ".join(self.meta.get("spaces", [])) or "another space"
@@ -211,43 +231,40 @@ class CostTable:
             f"`lglsearch lut {command} --device {self.device} --space FILE`"
         )
 
-    def op_latency(self, key: str) -> float:
+    def op_latency(self, key: str | OpKey) -> float:
         try:
-            return self._latency[key]
+            return self._costs[OpKey.parse(key)][0]
         except KeyError:
-            raise self._missing_error(key) from None
+            raise self._missing_error(str(key)) from None
 
     def cost(self, arch: Arch) -> tuple[float, float]:
         """(latency_ms, energy_mj) of `arch`: sums over its ops (energy NaN when the table has none).
 
         A plain sum: subtracting the runtime's fixed cost per run for every op but one (each op
         timed alone pays it, the network once) was tried and made the host validation worse
-        (benchmarks/RESULTS.md), since ops inside a network also run with colder caches. A stage
-        costs its embedding plus its LocalAgg and SelfAttn counts times their entries, looked up
-        by tuple (no key strings are built), which prices >100k fresh archs a second.
+        (benchmarks/RESULTS.md), since ops inside a network also run with colder caches. Stage
+        sums are cached, so pricing an arch is a few lookups.
         """
-        ops, chans, grid, latency, energy = self._ops, 3, arch.resolution // PATCH_STRIDES_FIRST, 0.0, 0.0
+        latency = energy = 0.0
+        cached = self._stage_costs
         try:
-            for i, st in enumerate(arch.stages):
-                if i:
-                    grid //= PATCH_STRIDE_LATER
-                patch = PATCH_STRIDE_LATER if i else PATCH_STRIDES_FIRST
-                kinds, ratio = st.kinds, st.mlp_ratio
-                n_attn, n_local = len(kinds) - kinds.count("local"), len(kinds) - kinds.count("global")
-                parts = [(ops[("embed", chans, st.width, patch, grid * patch)], 1)]
-                if n_local:
-                    parts.append((ops[("local_agg", st.width, ratio, grid)], n_local))
-                if n_attn:
-                    switches = (arch.sampler, arch.propagation) if st.sr > 1 else ("", "")
-                    parts.append((ops[("self_attn", st.width, st.heads, st.sr, ratio, grid, *switches)], n_attn))
-                for (lat, en), n in parts:
-                    latency += n * lat
-                    energy += n * en
-                chans = st.width
-            lat, en = ops[("head", chans, arch.num_classes, grid)]
+            for args in stage_args(arch):
+                lat, en = cached.get(args) or self._price_stage(args)
+                latency += lat
+                energy += en
         except KeyError:
             raise self._missing_error(self.missing(arch_ops(arch))[0]) from None
-        return latency + lat, energy + en
+        return latency, energy
+
+    def _price_stage(self, args: StageArgs) -> tuple[float, float]:
+        ops = [(self._costs[key], uses) for key, uses in stage_ops(args)]
+        if len(self._stage_costs) >= _STAGE_CACHE:
+            self._stage_costs.clear()
+        price = self._stage_costs[args] = (
+            sum(uses * lat for (lat, _), uses in ops),
+            sum(uses * en for (_, en), uses in ops),
+        )
+        return price
 
     def latency(self, arch: Arch) -> float:
         return self.cost(arch)[0]

@@ -103,17 +103,19 @@ class Pricer:
 
 
 def _stage_variants(space: Space, index: int, width: int) -> list[Stage]:
-    """Every stage of `space`'s stage `index` at `width` that can differ in cost (block order does not)."""
+    """Every stage of `space`'s stage `index` at `width` that can differ in cost.
+
+    A stage is priced by its counts of each op (`stage_ops`), so block order does not matter;
+    `Stage` drops heads and sr where no block attends, so those come once.
+    """
     choices = space.stages[index]
-    out = []
-    for depth, ratio in itertools.product(choices.depth, choices.mlp_ratio):
-        for kinds in itertools.combinations_with_replacement(choices.kinds, depth):
-            if all(k == "local" for k in kinds):
-                out.append(Stage(width=width, heads=1, sr=1, mlp_ratio=ratio, kinds=kinds))
-                continue
-            for heads, sr in itertools.product(choices.heads_for(width), choices.sr):
-                out.append(Stage(width=width, heads=heads, sr=sr, mlp_ratio=ratio, kinds=kinds))
-    return out
+    stages = (
+        Stage(width=width, heads=heads, sr=sr, mlp_ratio=ratio, kinds=kinds)
+        for depth, ratio in itertools.product(choices.depth, choices.mlp_ratio)
+        for kinds in itertools.combinations_with_replacement(choices.kinds, depth)
+        for heads, sr in itertools.product(choices.heads_for(width), choices.sr)
+    )
+    return list(dict.fromkeys(stages))
 
 
 def cheapest(space: Space, table: CostTable) -> tuple[tuple[float, Arch], tuple[float, Arch]]:
