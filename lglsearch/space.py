@@ -101,6 +101,11 @@ class Stage:
     sr: int
     mlp_ratio: float
     kinds: tuple[str, ...]
+    # derived from `kinds` once, as pricing reads them for every stage of every arch
+    n_local: int = dataclasses.field(init=False, repr=False, compare=False)
+    """How many blocks run LocalAgg: all but the `global` ones."""
+    n_attn: int = dataclasses.field(init=False, repr=False, compare=False)
+    """How many blocks run SelfAttn: all but the `local` ones."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -116,6 +121,8 @@ class Stage:
                 raise LglsearchError(f"unknown block kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
         if not self.mlp_ratio > 0:
             raise LglsearchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        object.__setattr__(self, "n_local", len(self.kinds) - self.kinds.count("global"))
+        object.__setattr__(self, "n_attn", len(self.kinds) - self.kinds.count("local"))
         if not self.has_attention:
             # sr and heads do nothing without attention: normalise so equal nets are equal archs
             object.__setattr__(self, "sr", 1)
@@ -128,16 +135,6 @@ class Stage:
     @property
     def depth(self) -> int:
         return len(self.kinds)
-
-    @property
-    def n_local(self) -> int:
-        """How many blocks run LocalAgg: all but the `global` ones."""
-        return len(self.kinds) - self.kinds.count("global")  # count, not a loop: pricing reads it per stage
-
-    @property
-    def n_attn(self) -> int:
-        """How many blocks run SelfAttn: all but the `local` ones."""
-        return len(self.kinds) - self.kinds.count("local")
 
     @property
     def has_attention(self) -> bool:

@@ -66,6 +66,11 @@ class OpKey:
         dims = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
         return f"{self.kind}:" + ",".join(f"{name}={_text(value)}" for name, value in dims if value != "")
 
+    @classmethod
+    def of(cls, *dims: object) -> OpKey:
+        """The key of these dimensions (in field order), one instance per op: a table finds it by identity."""
+        return _interned(cls, *dims)
+
     @staticmethod
     def parse(key: str | OpKey) -> OpKey:
         """The canonical key of `key`'s text; a malformed key is an error naming it and the fix."""
@@ -217,6 +222,16 @@ class RefKey(OpKey):
         return reference_module(self.key)[0]
 
 
+_INTERNED: dict[OpKey, OpKey] = {}
+
+
+@lru_cache(maxsize=1 << 16)
+def _interned(cls: type[OpKey], *dims: object) -> OpKey:
+    # spellings that canonicalise alike (a dense SelfAttn's switches) share the instance too
+    key = cls(*dims)
+    return _INTERNED.setdefault(key, key)
+
+
 _KINDS: dict[str, type[OpKey]] = {
     cls.kind: cls for cls in (EmbedKey, LocalAggKey, SelfAttnKey, HeadKey, AttnPartKey, MlpPartKey, RefKey)
 }
@@ -231,7 +246,7 @@ def _parse(key: str) -> OpKey:
     if cls is None or not rest:
         raise LglsearchError(f"malformed op key {key!r}; keys look like 'local_agg:c=36,r=4,hw=56'")
     if cls is RefKey:
-        return RefKey(rest)
+        return RefKey.of(rest)
     try:
         dims = dict(item.split("=", 1) for item in rest.split(","))
     except ValueError:
@@ -247,11 +262,12 @@ def _parse(key: str) -> OpKey:
     unknown = sorted(set(dims) - {f.name for f in fields})
     if unknown:
         raise garbled(f"{unknown[0]!r} is not one of its dimensions")
-    values: dict[str, object] = {}
+    values: list[object] = []
     for f in fields:
         if f.name not in dims:
             if f.name in required:
                 raise garbled(f"it lacks the dimension {f.name!r}")
+            values.append(f.default)
             continue
         text = dims[f.name]
         try:
@@ -262,8 +278,8 @@ def _parse(key: str) -> OpKey:
             raise garbled(f"{f.name}={text!r} is none of {', '.join(_SWITCHES[f.name])}")
         if f.name not in _SWITCHES and not value > 0:  # type: ignore[operator]
             raise garbled(f"{f.name}={text!r} is not positive")
-        values[f.name] = value
-    return cls(**values)
+        values.append(value)
+    return cls.of(*values)
 
 
 class _Head(nn.Module):

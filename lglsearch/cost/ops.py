@@ -44,31 +44,32 @@ and SelfAttn counts, sampler, propagation, and the classes of the classifier aft
 (0 before it). Plain numbers and strings, so that a search hashes them fast."""
 
 
-def _stage_args(
-    stage: Stage, index: int, in_chans: int, grid: int, switches: tuple[str, str], classes: int
-) -> StageArgs:
-    # block order does not change a sum, so a stage is its counts of LocalAgg and SelfAttn
-    return (
-        index,
-        in_chans,
-        grid,
-        stage.width,
-        stage.heads,
-        stage.sr,
-        stage.mlp_ratio,
-        stage.n_local,
-        stage.n_attn,
-        *switches,
-        classes,
-    )
-
-
 def stage_args(arch: Arch, in_chans: int = 3) -> list[StageArgs]:
-    """The `StageArgs` of each stage of `arch`: a stage reads the previous stage's width."""
-    last, switches, chans, out = len(arch.stages) - 1, (arch.sampler, arch.propagation), in_chans, []
-    for i, (stage, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
-        out.append(_stage_args(stage, i, chans, grid, switches, arch.num_classes if i == last else 0))
-        chans = stage.width
+    """The `StageArgs` of each stage of `arch`: a stage reads the previous stage's width.
+
+    Block order does not change a sum, so a stage is its counts of LocalAgg and SelfAttn. Written
+    out in one loop, as pricing runs it for every stage of every arch.
+    """
+    last, sampler, propagation, chans, out = len(arch.stages) - 1, arch.sampler, arch.propagation, in_chans, []
+    for i, (st, grid) in enumerate(zip(arch.stages, arch.grids, strict=True)):
+        classes = arch.num_classes if i == last else 0
+        out.append(
+            (
+                i,
+                chans,
+                grid,
+                st.width,
+                st.heads,
+                st.sr,
+                st.mlp_ratio,
+                st.n_local,
+                st.n_attn,
+                sampler,
+                propagation,
+                classes,
+            )
+        )
+        chans = st.width
     return out
 
 
@@ -81,13 +82,13 @@ def stage_ops(args: StageArgs) -> tuple[tuple[OpKey, int], ...]:
     """
     index, in_chans, grid, width, heads, sr, ratio, n_local, n_attn, sampler, propagation, classes = args
     patch = Arch.patch(index)
-    ops: list[tuple[OpKey, int]] = [(EmbedKey(in_chans, width, patch, grid * patch), 1)]
+    ops: list[tuple[OpKey, int]] = [(EmbedKey.of(in_chans, width, patch, grid * patch), 1)]
     if n_local:
-        ops.append((LocalAggKey(width, ratio, grid), n_local))
+        ops.append((LocalAggKey.of(width, ratio, grid), n_local))
     if n_attn:
-        ops.append((SelfAttnKey(width, heads, sr, ratio, grid, sampler, propagation), n_attn))
+        ops.append((SelfAttnKey.of(width, heads, sr, ratio, grid, sampler, propagation), n_attn))
     if classes:
-        ops.append((HeadKey(width, classes, grid), 1))
+        ops.append((HeadKey.of(width, classes, grid), 1))
     return tuple(ops)
 
 
@@ -99,22 +100,25 @@ def arch_ops(arch: Arch, in_chans: int = 3) -> list[str]:
 def space_ops(space: Space, in_chans: int = 3) -> list[str]:
     """Every distinct op key any arch of `space` can use, as sorted table keys.
 
-    Enumerated from the choices, not by sampling, so the list is complete: per stage, a stage
-    holding every block kind the stage allows, at every width, heads, sr and mlp ratio, after
-    every width of the stage before, with every sampler and propagation.
+    Enumerated from the choices, not by sampling, so the list is complete: the ops of stage `i`
+    of an arch for each choice of that stage (one block of every kind it allows, at every width,
+    heads, sr and mlp ratio) after each width of the stage before, with each sampler and
+    propagation. The arch's other stages are the smallest; only stage `i`'s input width matters.
     """
     keys: set[OpKey] = set()
-    ins: tuple[int, ...] = (in_chans,)
-    last = len(space.stages) - 1
-    for i, (choices, grid) in enumerate(zip(space.stages, space.grids, strict=True)):
-        classes = space.num_classes if i == last else 0
-        for width, ratio, sr in product(choices.width, choices.mlp_ratio, choices.sr):
+    smallest = space.smallest().stages
+    for i, choices in enumerate(space.stages):
+        inputs = space.stages[i - 1].width if i else (0,)
+        for width, ratio, sr, cin, sampler, propagation in product(
+            choices.width, choices.mlp_ratio, choices.sr, inputs, space.sampler, space.propagation
+        ):
             for heads in choices.heads_for(width):
-                stage = Stage(width=width, heads=heads, sr=sr, mlp_ratio=ratio, kinds=choices.kinds)
-                for cin, *switches in product(ins, space.sampler, space.propagation):
-                    args = _stage_args(stage, i, cin, grid, (switches[0], switches[1]), classes)
-                    keys.update(key for key, _ in stage_ops(args))
-        ins = choices.width
+                stages = list(smallest)
+                stages[i] = Stage(width=width, heads=heads, sr=sr, mlp_ratio=ratio, kinds=choices.kinds)
+                if i:  # any stage of width `cin` will do: local blocks take no heads or sr
+                    stages[i - 1] = Stage(width=cin, heads=1, sr=1, mlp_ratio=ratio, kinds=("local",))
+                arch = Arch(tuple(stages), space.resolution, space.num_classes, sampler, propagation)
+                keys.update(key for key, _ in stage_ops(stage_args(arch, in_chans)[i]))
     return sorted(map(str, keys))
 
 

@@ -90,7 +90,7 @@ class CostTable:
         self.device = device
         self.frame, keys = _canonical(frame)
         self.meta = meta
-        self._has_energy = "energy_mj" in frame and bool(frame["energy_mj"].notna().all())
+        self._has_energy = "energy_mj" in self.frame and bool(self.frame["energy_mj"].notna().all())
         energy = self.frame["energy_mj"] if self._has_energy else np.full(len(keys), np.nan)
         self._costs: dict[OpKey, tuple[float, float]] = dict(
             zip(keys, zip(self.frame["latency_ms"].tolist(), list(energy), strict=True), strict=True)
@@ -257,14 +257,15 @@ class CostTable:
         return latency, energy
 
     def _price_stage(self, args: StageArgs) -> tuple[float, float]:
-        ops = [(self._costs[key], uses) for key, uses in stage_ops(args)]
+        latency = energy = 0.0
+        for key, uses in stage_ops(args):
+            lat, en = self._costs[key]
+            latency += uses * lat
+            energy += uses * en
         if len(self._stage_costs) >= _STAGE_CACHE:
             self._stage_costs.clear()
-        price = self._stage_costs[args] = (
-            sum(uses * lat for (lat, _), uses in ops),
-            sum(uses * en for (_, en), uses in ops),
-        )
-        return price
+        self._stage_costs[args] = (latency, energy)
+        return latency, energy
 
     def latency(self, arch: Arch) -> float:
         return self.cost(arch)[0]
