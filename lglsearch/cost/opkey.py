@@ -113,6 +113,8 @@ class EmbedKey(OpKey):
 
 @dataclass(frozen=True)
 class LocalAggKey(OpKey):
+    """LocalAgg: `c` channels on a `hw` x `hw` grid, MLP ratio `r`."""
+
     kind: ClassVar[str] = "local_agg"
     op_class: ClassVar[str] = "convolutional"
     c: int
