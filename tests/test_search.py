@@ -341,19 +341,35 @@ class _RecordingExecutor:
 
     def __init__(self) -> None:
         self.submitted: list[Arch] = []
-        self.queue: list[tuple[int, Arch]] = []
 
-    def submit(self, number, arch, finetune=None):
+    def map_unordered(self, fn, items):
+        for item in items:
+            yield item, fn(self, item)  # its own worker
+
+    def evaluate(self, number, arch_json, finetune=None):
         assert finetune == (3, 2)
+        arch = Arch.from_json(arch_json)
         self.submitted.append(arch)
-        self.queue.append((number, arch))
-
-    def next_result(self):
-        number, arch = self.queue.pop(0)
         return number, Score(count(arch).macs_g, 1.0, 0.01, 0.02), 0.0
 
     def close(self):
         pass
+
+
+def test_the_local_executor_draws_an_item_only_when_its_worker_is_free():
+    """What lets the search ask Optuna for the next arch only once a worker can take it."""
+    drawn = []
+
+    def items():
+        for i in range(3):
+            drawn.append(i)
+            yield i
+
+    results = []
+    for item, result in execution.LocalExecutor(worker=10).map_unordered(lambda worker, i: worker + i, items()):
+        assert drawn == list(range(item + 1)), "nothing drawn ahead"
+        results.append((item, result))
+    assert results == [(0, 10), (1, 11), (2, 12)]
 
 
 def test_refined_scores_are_shared_between_searches_of_one_supernet(tmp_path, tiny, capsys):

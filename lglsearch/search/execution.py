@@ -11,14 +11,16 @@ trial on its own machinery here by default and 71 ms with reused actors and quie
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import logging
 import math
 import os
 import socket
 import time
-from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -38,8 +40,12 @@ __all__ = [
     "WorkerSpec",
     "check_ray_address",
     "default_workers",
+    "evaluations",
     "make_executor",
 ]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # validation images a trial is scored on: 2,000 rank the held-out development archs as all 5,000 do,
@@ -93,32 +99,48 @@ class AccuracyWorker:
 
 
 class Executor(Protocol):
-    capacity: int  # evaluations that can run at once
+    """Runs `fn(worker, item)` for each item on one of `capacity` workers, yielding `(item, result)`
+    as each finishes. `items` is drawn from only when a worker is free, so it may be a generator
+    that decides the next item from the results so far (the search asks Optuna that way)."""
 
-    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None: ...
+    capacity: int
 
-    def next_result(self) -> tuple[int, Score, float]: ...
+    def map_unordered(self, fn: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]: ...
 
     def close(self) -> None: ...
 
 
 class LocalExecutor:
-    """Evaluates in this process, one arch at a time (debugging, and machines without Ray)."""
+    """Runs in this process, one item at a time, in order: debugging, machines without Ray, and work
+    on this process's data (an ablation's trainings)."""
 
     capacity = 1
 
-    def __init__(self, spec: WorkerSpec, state: dict[str, torch.Tensor] | None) -> None:
-        self.worker = AccuracyWorker(spec, state)
-        self.pending: deque[tuple[int, str, tuple[int, int] | None]] = deque()
+    def __init__(self, worker: Any = None) -> None:
+        self.worker = worker
 
-    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
-        self.pending.append((number, arch.to_json(), finetune))
-
-    def next_result(self) -> tuple[int, Score, float]:
-        return self.worker.evaluate(*self.pending.popleft())
+    def map_unordered(self, fn: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        for item in items:
+            yield item, fn(self.worker, item)
 
     def close(self) -> None:
-        self.pending.clear()
+        pass
+
+
+def _evaluate(
+    worker: AccuracyWorker, job: tuple[int, Arch], finetune: tuple[int, int] | None
+) -> tuple[int, Score, float]:
+    number, arch = job
+    return worker.evaluate(number, arch.to_json(), finetune)
+
+
+def evaluations(
+    executor: Executor, jobs: Iterable[tuple[int, Arch]], finetune: tuple[int, int] | None = None
+) -> Iterator[tuple[int, Score, float]]:
+    """(number, score, seconds) of each (number, arch) job as it finishes, on the executor's
+    AccuracyWorkers; `finetune` = (steps, repeats) overrides their spec's (a refinement's)."""
+    for _, result in executor.map_unordered(functools.partial(_evaluate, finetune=finetune), jobs):
+        yield result
 
 
 def check_ray_address(address: str) -> None:
@@ -137,6 +159,16 @@ def check_ray_address(address: str) -> None:
         ) from None
 
 
+_END = object()
+
+
+class _ActorWorker(AccuracyWorker):
+    """An AccuracyWorker on a Ray actor: runs a map's function where the worker and its weights are."""
+
+    def run(self, fn: Callable[[Any, T], R], tag: int, item: T) -> tuple[int, R]:
+        return tag, fn(self, item)
+
+
 class RayExecutor:
     """A pool of Ray actors, each holding the supernet; on a local Ray or an existing cluster."""
 
@@ -148,7 +180,6 @@ class RayExecutor:
         address: str | None = None,
     ) -> None:
         import ray
-        from ray.util import ActorPool
 
         if address:
             check_ray_address(address)
@@ -165,16 +196,25 @@ class RayExecutor:
             except ConnectionError as err:
                 raise LglsearchError(f"could not join the Ray cluster at {address}: {err}") from None
         state_ref = ray.put(state)  # once: every actor reads the same object
-        remote = ray.remote(num_cpus=1)(AccuracyWorker)
+        remote = ray.remote(num_cpus=1)(_ActorWorker)
         self.actors = [remote.remote(spec, state_ref, 1) for _ in range(workers)]
-        self.pool = ActorPool(self.actors)
         self.capacity = workers
 
-    def submit(self, number: int, arch: Arch, finetune: tuple[int, int] | None = None) -> None:
-        self.pool.submit(lambda actor, job: actor.evaluate.remote(*job), (number, arch.to_json(), finetune))
+    def map_unordered(self, fn: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        from ray.util import ActorPool
 
-    def next_result(self) -> tuple[int, Score, float]:
-        return self.pool.get_next_unordered()
+        pool = ActorPool(self.actors)  # one a map: nothing an abandoned map left running is read as this one's
+        source, tags, pending = iter(items), itertools.count(), {}
+        while True:
+            # drawn only for a free actor; a drawn-out iterator keeps answering _END
+            while pool.has_free() and (item := next(source, _END)) is not _END:
+                tag = next(tags)
+                pending[tag] = item
+                pool.submit(lambda actor, job: actor.run.remote(fn, *job), (tag, item))
+            if not pending:
+                return
+            tag, result = pool.get_next_unordered()  # results carry their tag: they come in any order
+            yield pending.pop(tag), result
 
     def close(self) -> None:
         import ray
@@ -192,7 +232,7 @@ def make_executor(
     if workers < 1:
         raise LglsearchError(f"--workers must be >= 1, got {workers}")
     if workers == 1 and not address:
-        return LocalExecutor(spec, state)
+        return LocalExecutor(AccuracyWorker(spec, state))
     return RayExecutor(spec, state, workers, address)
 
 

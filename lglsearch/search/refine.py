@@ -28,8 +28,9 @@ from tqdm import tqdm
 
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
-from lglsearch.search.execution import Executor
+from lglsearch.io import atomic_write_json
+from lglsearch.rundir import UnreadableFile, read_json
+from lglsearch.search.execution import Executor, evaluations
 from lglsearch.search.pareto import trial_ranks
 from lglsearch.space import Arch
 from lglsearch.train.score import Score
@@ -84,26 +85,26 @@ def _read_scores(path: Path, recipe: dict[str, Any], *, shared: bool = False) ->
     if not path.exists():
         return {}
     try:
-        stored = json.loads(path.read_text())
-    except OSError as err:
-        reason = err.strerror or str(err)
-    except ValueError as err:  # not JSON, or not text
-        reason = "not JSON: " + (str(err) or type(err).__name__).splitlines()[0]
-    else:
-        reason = "not a recipe with its scores"
-        if isinstance(stored, dict) and isinstance(stored.get("scores", {}), dict):
-            if stored.get("recipe") != recipe:
-                return {}
-            try:
-                return {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
-            except TypeError as err:
-                reason = f"a score of other fields: {err}"
-    if shared:
-        return {}
-    raise LglsearchError(
-        f"the refined scores in {path} are unreadable ({reason}); it is left as it is: restore it, "
-        "or move it away to refine those archs again"
-    )
+        stored = read_json(path, fix=_KEPT, check=_not_scores)
+        if stored.get("recipe") != recipe:
+            return {}
+        try:
+            return {i: Score(**s) for i, s in stored.get("scores", {}).items() if isinstance(s, dict)}
+        except TypeError as err:
+            raise UnreadableFile(str(err), path, f"a score of other fields: {err}") from None
+    except UnreadableFile as err:
+        if shared:
+            return {}
+        raise LglsearchError(f"the refined scores in {path} are unreadable ({err.reason}); {_KEPT}") from None
+
+
+_KEPT = "it is left as it is: restore it, or move it away to refine those archs again"
+
+
+def _not_scores(stored: Any) -> str | None:
+    if isinstance(stored, dict) and isinstance(stored.get("scores", {}), dict):
+        return None
+    return "not a recipe with its scores"
 
 
 def _recipe(steps: int, repeats: int) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def refined_scores(out: Path, *, steps: int = REFINE_STEPS, repeats: int = REFIN
 
 def _write_scores(path: Path, recipe: dict[str, Any], scores: dict[str, Score]) -> None:
     stored = {i: dataclasses.asdict(s) for i, s in scores.items()}
-    atomic_write(path, json.dumps({"recipe": recipe, "scores": stored}, indent=2))  # an interruption keeps the last
+    atomic_write_json(path, {"recipe": recipe, "scores": stored})  # an interruption keeps the last
 
 
 def refine(
@@ -140,18 +141,10 @@ def refine(
     scores |= {a.id: known[a.id] for a in archs if a.id in known and a.id not in scores}
     # the largest first: with several workers, the last to finish is then a small one
     queue = sorted((a for a in dict.fromkeys(archs) if a.id not in scores), key=lambda a: -count(a).macs)
-    by_number = dict(enumerate(queue))
     bar = tqdm(total=len(queue), desc="refine", unit="arch", disable=not progress or not queue, file=sys.stderr)
-    in_flight = 0
     try:
         _write_scores(path, recipe, scores)
-        while by_number or in_flight:
-            while by_number and in_flight < executor.capacity:
-                number = next(iter(by_number))
-                executor.submit(number, by_number.pop(number), finetune=(steps, repeats))
-                in_flight += 1
-            number, score, _ = executor.next_result()
-            in_flight -= 1
+        for number, score, _ in evaluations(executor, enumerate(queue), finetune=(steps, repeats)):
             scores[queue[number].id] = score
             _write_scores(path, recipe, scores)  # each as it finishes
             if shared is not None:

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
-from lglsearch.search.execution import SCORE_IMAGES, WorkerSpec, make_executor
+from lglsearch.search.execution import SCORE_IMAGES, WorkerSpec, evaluations, make_executor
 from lglsearch.space import Arch, Space
 
 __all__ = ["prepare_supernet", "score_archs"]
@@ -137,14 +137,7 @@ def score_archs(
     bar = tqdm(total=len(unique), desc="score", unit="arch", disable=not progress, file=sys.stderr)
     started = time.perf_counter()
     try:
-        queue = list(enumerate(unique))
-        in_flight = 0
-        while queue or in_flight:
-            while queue and in_flight < executor.capacity:
-                executor.submit(*queue.pop(0))
-                in_flight += 1
-            number, score, seconds = executor.next_result()
-            in_flight -= 1
+        for number, score, seconds in evaluations(executor, enumerate(unique)):
             scores[number] = (score, seconds)
             bar.update(1)
     finally:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,17 @@ from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write, atomic_write_json
-from lglsearch.search.execution import SCORE_IMAGES, Executor, check_ray_address, default_workers, make_executor
+from lglsearch.io import atomic_write
+from lglsearch.rundir import RECORD, RunDir
+from lglsearch.search.execution import (
+    SCORE_IMAGES,
+    Executor,
+    WorkerSpec,
+    check_ray_address,
+    default_workers,
+    evaluations,
+    make_executor,
+)
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
 from lglsearch.search.scoring import prepare_supernet
@@ -47,7 +56,7 @@ except ImportError:  # Windows has no flock: Optuna's own lock there
 __all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
-RUN_FILE = "run.json"
+RUN_FILE = RECORD
 STUDY_FILE = "study.journal"
 PRESETS_FILE = "presets.json"
 MAX_REJECTED_IN_A_ROW = 5000
@@ -130,46 +139,33 @@ def _identity(config: SearchConfig, space: Space, objectives: tuple[str, ...], s
 _IDENTITY_ADDED = {"finetune_steps": 0, "finetune_repeats": 1, "score_images": 0}
 
 
+def _run_dir(out: Path) -> RunDir:
+    # the record is left as it is when unreadable: the trials it describes are in the journal beside it
+    fix = f"restore it, or start a new search with another --out (the trials stay in {out / STUDY_FILE})"
+    return RunDir(out, what="a search", fix=fix)
+
+
 def _check_run_dir(out: Path, identity: dict[str, Any], resume: bool) -> None:
-    run_file, journal = out / RUN_FILE, out / STUDY_FILE
+    journal = out / STUDY_FILE
     if not resume:
         if journal.exists():
             raise LglsearchError(f"{out} already holds a search; continue it with --resume, or pass another --out")
         return
-    if not journal.exists() or not run_file.exists():
+    run = _run_dir(out)
+    if not journal.exists() or not run.has_record():
         raise LglsearchError(f"nothing to resume in {out} (no {STUDY_FILE}); leave out --resume to start a search")
-    stored = _read_record(out)["identity"]
-    then = {k: stored.get(k, _IDENTITY_ADDED.get(k)) for k in identity}
-    changed = [k for k in identity if then[k] != identity[k]]
+    changed = run.changes(identity, added=_IDENTITY_ADDED)
     if changed:
-        what = "; ".join(f"{k}: {_short(then[k])} then, {_short(identity[k])} now" for k in changed)
         raise LglsearchError(
-            f"--resume with different arguments than the search in {out} ({what}); "
+            f"--resume with different arguments than the search in {out} ({'; '.join(map(str, changed))}); "
             "rerun with the original arguments, or start a new search with another --out"
         )
-
-
-def _read_record(out: Path) -> dict[str, Any]:
-    """The run's record (identity, arguments, supernet), or a one-line error naming the file: it is
-    left as it is, since the trials it describes are in the journal beside it."""
-    path = out / RUN_FILE
-    fix = f"restore it, or start a new search with another --out (the trials stay in {out / STUDY_FILE})"
-    try:
-        record = json.loads(path.read_text())
-    except OSError as err:
-        raise LglsearchError(f"cannot read {path} ({err.strerror or err}); {fix}") from None
-    except ValueError as err:  # not JSON, or not text
-        reason = (str(err) or type(err).__name__).splitlines()[0]
-        raise LglsearchError(f"{path} is unreadable, not JSON ({reason}); {fix}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
-        raise LglsearchError(f"{path} is not a search's record (it holds no identity); {fix}")
-    return record
 
 
 def _supernet_of_run(out: Path, config: SearchConfig) -> SearchConfig:
     """A resumed search keeps the supernet that scored it: the default one may have changed since
     (a new recipe, another cache key), and its scores would not compare with the run's."""
-    directory = _read_record(out).get("supernet_dir")
+    directory = _run_dir(out).record().get("supernet_dir")
     if config.supernet is not None or directory is None:  # runs from before the record: today's default
         return config
     if not (Path(directory) / "config.json").is_file():
@@ -178,11 +174,6 @@ def _supernet_of_run(out: Path, config: SearchConfig) -> SearchConfig:
             "start a new search with another --out (its trials cannot be compared with another supernet's)"
         )
     return dataclasses.replace(config, supernet=directory)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) < 60 else text[:57] + "..."
 
 
 def _values(objectives: tuple[str, ...], top1: float, latency: float, energy: float) -> list[float]:
@@ -205,16 +196,10 @@ def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.Da
             row["note"] = str(err)
         else:
             if row["in_space"]:
-                queue.append((-1 - len(rows), arch))
+                queue.append((len(rows), arch))
         rows.append(row)
-    in_flight = 0
-    while queue or in_flight:
-        while queue and in_flight < executor.capacity:
-            executor.submit(*queue.pop())
-            in_flight += 1
-        number, score, _ = executor.next_result()
-        in_flight -= 1
-        rows[-1 - number] |= {"accuracy": score.top1, "accuracy_se": score.top1_se}
+    for number, score, _ in evaluations(executor, queue):
+        rows[number] |= {"accuracy": score.top1, "accuracy_se": score.top1_se}
     return pd.DataFrame(rows)
 
 
@@ -299,11 +284,11 @@ def _optimise(
         )
         for t in complete
     }
-    done, rejected_in_row, rejected = len(complete), 0, 0
-    in_flight: dict[int, tuple[optuna.trial.Trial, Any, str]] = {}
+    done, rejected = len(complete), 0
+    in_flight: dict[int, tuple[optuna.trial.Trial, Price, str]] = {}
     bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not progress, file=sys.stderr)
 
-    def finish(trial: optuna.trial.Trial, price: Any, score: Score) -> None:
+    def finish(trial: optuna.trial.Trial, price: Price, score: Score) -> None:
         nonlocal done
         for name, value in (("val_loss", score.loss), ("accuracy_se", score.top1_se), ("val_loss_se", score.loss_se)):
             if math.isfinite(value):  # val_loss: the steadier ranking (see refine.py)
@@ -314,41 +299,111 @@ def _optimise(
         bar.set_postfix(best_acc=f"{best:.4f}", rejected=rejected)
         bar.update(1)
 
+    def proposals() -> Iterator[tuple[int, Arch]]:
+        """The archs to evaluate, asked of Optuna when a worker is free (over-budget ones and repeats
+        are told at once); done + in flight only grows, so once it reaches --trials this ends."""
+        nonlocal rejected
+        rejected_in_row = 0
+        while done + len(in_flight) < config.trials:
+            trial = study.ask()
+            arch = space.suggest(trial)
+            price = pricer(arch)
+            for key, value in {"arch_id": arch.id, "arch": arch.to_json(), **_price_row(price)}.items():
+                if not (isinstance(value, float) and math.isnan(value)):
+                    trial.set_user_attr(key, value)
+            if not price.feasible:
+                trial.set_user_attr("rejected", price.over)
+                study.tell(trial, state=TrialState.PRUNED)
+                rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
+                if rejected_in_row >= MAX_REJECTED_IN_A_ROW:
+                    raise LglsearchError(
+                        f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
+                        "of this space for the sampler to find them. Raise the budget or narrow the space"
+                    )
+                continue
+            rejected_in_row = 0
+            if arch.id in known:  # proposed again: the accuracy is known, spend nothing
+                trial.set_user_attr("repeat", True)
+                finish(trial, price, known[arch.id])
+                continue
+            in_flight[trial.number] = (trial, price, arch.id)
+            yield trial.number, arch
+
     try:
-        while done + len(in_flight) < config.trials or in_flight:
-            while len(in_flight) < executor.capacity and done + len(in_flight) < config.trials:
-                trial = study.ask()
-                arch = space.suggest(trial)
-                price = pricer(arch)
-                for key, value in {"arch_id": arch.id, "arch": arch.to_json(), **_price_row(price)}.items():
-                    if not (isinstance(value, float) and math.isnan(value)):
-                        trial.set_user_attr(key, value)
-                if not price.feasible:
-                    trial.set_user_attr("rejected", price.over)
-                    study.tell(trial, state=TrialState.PRUNED)
-                    rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
-                    if rejected_in_row >= MAX_REJECTED_IN_A_ROW:
-                        raise LglsearchError(
-                            f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
-                            "of this space for the sampler to find them. Raise the budget or narrow the space"
-                        )
-                    continue
-                rejected_in_row = 0
-                if arch.id in known:  # proposed again: the accuracy is known, spend nothing
-                    trial.set_user_attr("repeat", True)
-                    finish(trial, price, known[arch.id])
-                    continue
-                executor.submit(trial.number, arch)
-                in_flight[trial.number] = (trial, price, arch.id)
-            if not in_flight:
-                break
-            number, score, seconds = executor.next_result()
+        for number, score, seconds in evaluations(executor, proposals()):
             trial, price, arch_id = in_flight.pop(number)
             trial.set_user_attr("eval_s", round(seconds, 3))
             known[arch_id] = score
             finish(trial, price, score)
     finally:
         bar.close()
+
+
+def _open_study(
+    out: Path, config: SearchConfig, objectives: tuple[str, ...], *, resume: bool, progress: bool
+) -> optuna.Study:
+    """The run's study in its journal: a new one, or the one it resumes with the trials an
+    interruption left running queued again."""
+    if resume:
+        _cut_torn_line(out / STUDY_FILE)
+    storage = _storage(out / STUDY_FILE)
+    done = 0
+    if resume:
+        # KeyError: killed between creating its journal and writing the study into it, the search starts it now
+        with contextlib.suppress(KeyError):
+            done = len(optuna.load_study(study_name="lglsearch", storage=storage).get_trials(deepcopy=False))
+    study = optuna.create_study(
+        study_name="lglsearch",
+        storage=storage,
+        directions=[OBJECTIVES[name] for name in objectives],
+        sampler=_sampler(config, done),
+        load_if_exists=resume,
+    )
+    if resume:
+        retried = _recover(study)
+        if progress:
+            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            print(f"lglsearch: resuming {out}: {complete} trial(s) done, {retried} to run again", file=sys.stderr)
+    return study
+
+
+def _refine(
+    study: optuna.Study,
+    presets: pd.DataFrame,
+    space: Space,
+    spec: WorkerSpec,
+    executor: Executor,
+    config: SearchConfig,
+    out: Path,
+    provenance: dict[str, Any],
+    progress: bool,
+) -> tuple[pd.DataFrame, dict[str, Score]]:
+    """The presets with their refined scores (the inherited ones kept beside them), and the refined
+    scores of the study's `config.refine` best archs; the provenance says what was refined."""
+    in_space = [_preset_arch(name, space) for name in presets.loc[presets["in_space"], "name"]]
+    chosen = [*candidates(study, config.refine), *in_space]
+    shared = None
+    if not config.noop:
+        shared = shared_scores(
+            provenance["supernet"],
+            data=spec.data,
+            seed=spec.seed,
+            steps=REFINE_STEPS,
+            repeats=REFINE_REPEATS,
+            score_images=spec.score_images,
+        )
+    scores = refine(chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, shared=shared, progress=progress)
+    top1 = {arch_id: score.top1 for arch_id, score in scores.items()}
+    top1_se = {arch_id: score.top1_se for arch_id, score in scores.items()}
+    presets = presets.assign(
+        inherited_accuracy=presets["accuracy"],
+        accuracy=presets["arch_id"].map(top1) if "arch_id" in presets else math.nan,
+        accuracy_se=presets["arch_id"].map(top1_se) if "arch_id" in presets else math.nan,
+    )
+    evaluated = {t.user_attrs["arch_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    refined = {i: score for i, score in scores.items() if i in evaluated}  # the presets aside
+    provenance["refined"] = {"archs": len(refined), "finetune_steps": REFINE_STEPS, "finetune_repeats": REFINE_REPEATS}
+    return presets, refined
 
 
 def run_search(
@@ -420,30 +475,9 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
         progress=progress,
     )
     out.mkdir(parents=True, exist_ok=True)
-    record = {"identity": identity, "config": dataclasses.asdict(requested)}
-    if not config.noop:
-        record["supernet_dir"] = str(Path(provenance["supernet"]).resolve())
-    atomic_write_json(out / RUN_FILE, record)
-    if resume:
-        _cut_torn_line(out / STUDY_FILE)
-    storage = _storage(out / STUDY_FILE)
-    done = 0
-    if resume:
-        # KeyError: killed between creating its journal and writing the study into it, the search starts it now
-        with contextlib.suppress(KeyError):
-            done = len(optuna.load_study(study_name="lglsearch", storage=storage).get_trials(deepcopy=False))
-    study = optuna.create_study(
-        study_name="lglsearch",
-        storage=storage,
-        directions=[OBJECTIVES[name] for name in objectives],
-        sampler=_sampler(config, done),
-        load_if_exists=resume,
-    )
-    if resume:
-        retried = _recover(study)
-        if progress:
-            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            print(f"lglsearch: resuming {out}: {complete} trial(s) done, {retried} to run again", file=sys.stderr)
+    scored_by = {} if config.noop else {"supernet_dir": str(Path(provenance["supernet"]).resolve())}
+    _run_dir(out).write_record(identity, config=dataclasses.asdict(requested), **scored_by)
+    study = _open_study(out, config, objectives, resume=resume, progress=progress)
     workers = config.workers or default_workers()
     executor = make_executor(spec, state, workers, config.ray_address)
     try:
@@ -456,37 +490,7 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
         _optimise(study, space, pricer, executor, config, objectives, progress)
         refined = {}
         if config.refine:
-            in_space = [_preset_arch(name, space) for name in presets.loc[presets["in_space"], "name"]]
-            chosen = [*candidates(study, config.refine), *in_space]
-            shared = None
-            if not config.noop:
-                shared = shared_scores(
-                    provenance["supernet"],
-                    data=spec.data,
-                    seed=spec.seed,
-                    steps=REFINE_STEPS,
-                    repeats=REFINE_REPEATS,
-                    score_images=spec.score_images,
-                )
-            scores = refine(
-                chosen, executor, out, steps=REFINE_STEPS, repeats=REFINE_REPEATS, shared=shared, progress=progress
-            )
-            top1 = {arch_id: score.top1 for arch_id, score in scores.items()}
-            top1_se = {arch_id: score.top1_se for arch_id, score in scores.items()}
-            presets = presets.assign(
-                inherited_accuracy=presets["accuracy"],
-                accuracy=presets["arch_id"].map(top1) if "arch_id" in presets else math.nan,
-                accuracy_se=presets["arch_id"].map(top1_se) if "arch_id" in presets else math.nan,
-            )
-            evaluated = {
-                t.user_attrs["arch_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            }
-            refined = {i: score for i, score in scores.items() if i in evaluated}  # the presets aside
-            provenance["refined"] = {
-                "archs": len(refined),
-                "finetune_steps": REFINE_STEPS,
-                "finetune_repeats": REFINE_REPEATS,
-            }
+            presets, refined = _refine(study, presets, space, spec, executor, config, out, provenance, progress)
     finally:
         executor.close()
     provenance |= {"table": table.meta, "workers": workers}
