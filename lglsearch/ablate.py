@@ -22,21 +22,21 @@ phone's stored transfer model or measured on the host; parameters, MACs; the who
 timed here in onnxruntime, all variants interleaved), then trains each one with the same budget
 and seed (stand-alone, or one supernet over a space holding all variants) and writes each finished
 variant to ``results.json`` at once, so an interrupted study resumes where it stopped. The run
-directory keeps its arguments (``run.json``); a rerun with other arguments is refused.
+directory (`lglsearch.rundir`) keeps its arguments (``run.json``); a rerun with other arguments is
+refused. The table, its Markdown and its plot are written by `lglsearch.report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,15 +48,21 @@ from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import HOST, CostTable, table_path
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_savefig, atomic_write
+from lglsearch.io import atomic_write
 from lglsearch.nn import build_model
-from lglsearch.search.pareto import CLAIM_SE, distinguishable
+from lglsearch.report import write_ablation_report
+from lglsearch.rundir import RunDir
+from lglsearch.search.execution import LocalExecutor
 from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.recipe import TrainConfig
+from lglsearch.train.score import Score
 from lglsearch.train.scoring import measure, proxy_score
 from lglsearch.train.standalone import train_standalone
 from lglsearch.train.supernet import train_supernet
+
+if TYPE_CHECKING:
+    from lglsearch.nn.supernet import Supernet
 
 __all__ = [
     "STUDIES",
@@ -67,9 +73,6 @@ __all__ = [
     "run_dir",
     "variant_space",
     "variants",
-    "write_csv",
-    "write_markdown",
-    "write_plot",
 ]
 
 STUDIES = ("lgl-components", "sampling-rate", "placement", "all")
@@ -303,6 +306,78 @@ class Ablation:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Cost:
+    """A variant's price: from the device's table, counted, and its whole model timed here."""
+
+    latency_ms: float
+    energy_mj: float | None  # None: the table has no energy
+    params_m: float
+    macs_g: float
+    host_ms: float
+
+
+@dataclass(frozen=True)
+class _Accuracy:
+    """A variant's top-1 on the proxy task, and what training (or scoring) it took."""
+
+    accuracy: float
+    accuracy_se: float  # NaN in results from before it was kept
+    seconds: float
+
+    @classmethod
+    def since(cls, score: Score, started: float) -> _Accuracy:
+        return cls(score.top1, score.top1_se, time.perf_counter() - started)
+
+    def to_dict(self) -> dict[str, float]:
+        kept = dataclasses.asdict(self)
+        return kept if math.isfinite(self.accuracy_se) else {k: v for k, v in kept.items() if k != "accuracy_se"}
+
+
+@dataclass
+class _State:
+    """What `results.json` keeps of a study, by arch id: every variant priced or trained is written
+    at once, so an interrupted study resumes without doing it again."""
+
+    priced: dict[str, _Cost] = dataclasses.field(default_factory=dict)
+    trained: dict[str, _Accuracy] = dataclasses.field(default_factory=dict)
+    supernet_s: float = 0.0
+    added_keys: list[str] = dataclasses.field(default_factory=list)  # op keys not straight from the table
+
+    @classmethod
+    def load(cls, run: RunDir) -> _State:
+        if not (run / RESULTS).exists():
+            return cls()
+        fix = "it is left as it is: delete it to train every variant again"
+        stored = run.read_json(RESULTS, fix=fix, check=_not_results)
+        try:
+            return cls(
+                priced={i: _Cost(**c) for i, c in stored["priced"].items()},
+                trained={i: _Accuracy(**{"accuracy_se": math.nan, **t}) for i, t in stored["trained"].items()},
+                supernet_s=float(stored.get("supernet_s", 0.0)),
+                added_keys=list(stored.get("added_keys", [])),
+            )
+        except (TypeError, ValueError) as err:  # a variant of other fields
+            raise LglsearchError(f"{run / RESULTS} holds a variant it cannot read ({err}); {fix}") from None
+
+    def save(self, run: RunDir) -> None:
+        run.write_json(
+            RESULTS,
+            {
+                "priced": {i: dataclasses.asdict(c) for i, c in self.priced.items()},
+                "trained": {i: t.to_dict() for i, t in self.trained.items()},
+                "supernet_s": self.supernet_s,
+                "added_keys": self.added_keys,
+            },
+        )
+
+
+def _not_results(stored: Any) -> str | None:
+    if isinstance(stored, dict) and all(isinstance(stored.get(k), dict) for k in ("priced", "trained")):
+        return None
+    return "not an ablation's results (priced and trained variants)"
+
+
 def run_dir(study: str, base_label: str, device: str) -> Path:
     """The default run directory of a study."""
     return Path("runs") / f"ablate-{study}-{base_label}-{device}"
@@ -313,48 +388,17 @@ def _log(message: str, progress: bool) -> None:
         print(f"lglsearch ablate: {message}", file=sys.stderr)
 
 
-def _check_arguments(directory: Path, arguments: dict[str, Any]) -> None:
+def _check_arguments(run: RunDir, arguments: dict[str, Any]) -> None:
     """Record the run's arguments, or refuse a directory that holds a run with other arguments."""
-    path = directory / RUN
-    if path.exists():
-        corrupt = f"{path} is corrupt; delete the directory {directory} to start over"
-        try:
-            stored = json.loads(path.read_text())["arguments"]
-        except OSError as err:  # the file system, not the file: nothing to delete
-            raise LglsearchError(f"cannot read {path} ({err.strerror or err}); it is left as it is") from None
-        except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not text
-            raise LglsearchError(corrupt) from None
-        if not isinstance(stored, dict):
-            raise LglsearchError(corrupt)
-        differ = sorted(k for k in arguments.keys() | stored.keys() if arguments.get(k) != stored.get(k))
-        if differ:
-            raise LglsearchError(
-                f"{directory} holds an ablation run with other arguments ({', '.join(differ)} differ); "
-                "rerun with the same arguments to resume, or pass another --out"
-            )
+    if not run.has_record():
+        run.write_record(arguments, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         return
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    atomic_write(path, json.dumps({"arguments": arguments, "created": created}, indent=2) + "\n")
-
-
-def _load_results(directory: Path) -> dict[str, Any]:
-    path = directory / RESULTS
-    if not path.exists():
-        return {"priced": {}, "trained": {}, "supernet_s": 0.0, "added_keys": []}
-    corrupt = f"{path} is corrupt; delete it to train every variant again"
-    try:
-        results = json.loads(path.read_text())
-    except OSError as err:  # the file system, not the file: nothing to delete
-        raise LglsearchError(f"cannot read {path} ({err.strerror or err}); it is left as it is") from None
-    except ValueError:  # not JSON, or not text
-        raise LglsearchError(corrupt) from None
-    if not isinstance(results, dict) or not all(isinstance(results.get(k), dict) for k in ("priced", "trained")):
-        raise LglsearchError(corrupt)
-    return results
-
-
-def _save_results(directory: Path, results: dict[str, Any]) -> None:
-    atomic_write(directory / RESULTS, json.dumps(results, indent=2) + "\n")
+    differ = sorted(change.key for change in run.changes(arguments))
+    if differ:
+        raise LglsearchError(
+            f"{run.path} holds an ablation run with other arguments ({', '.join(differ)} differ); "
+            "rerun with the same arguments to resume, or pass another --out"
+        )
 
 
 def run_ablation(
@@ -394,40 +438,33 @@ def run_ablation(
         **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("space", "data")},
     }
     out.mkdir(parents=True, exist_ok=True)
-    _check_arguments(out, arguments)
-    results = _load_results(out)
+    fix = f"it is left as it is: delete the directory {out} to start over"
+    run = RunDir(out, what="an ablation run", fix=fix, identity_key="arguments")
+    _check_arguments(run, arguments)
+    state = _State.load(run)
 
     table = get_table(device, keys, fill="derive", runner=runner, space_name="ablation")
     # remembered across resumes: the report says which costs are not straight from the table
-    results["added_keys"] = sorted(set(results.get("added_keys", [])) | (set(lacking) - set(table.missing(keys))))
-    _save_results(out, results)
+    state.added_keys = sorted(set(state.added_keys) | (set(lacking) - set(table.missing(keys))))
+    state.save(run)
     timer = runner or OrtRunner()  # whole models; the table's own keys keep the table's threads (runner=None)
-    found = _price(found, table, results, timer, out, progress)
+    found = _price(found, table, state, timer, run, progress)
     runnable = [v for v in found if v.skip is None]
-    trainer = _train_standalone if train == "standalone" else _train_supernet
-    trainer(runnable, data, config, results, out, table.device, progress)
+    trainer = _Trainer(data, config, progress)
+    (_train_standalone if train == "standalone" else _train_supernet)(runnable, trainer, state, run, table.device)
 
     label = base_label or base.id
-    meta = _provenance(study, label, base, table, train, config, data, results, timer)
-    rows = _rows(found, results)
-    ablation = Ablation(rows, out, meta)
-    write_csv(ablation, out / "ablation.csv")
-    write_markdown(ablation, out / "ablation.md")
-    write_plot(ablation, out / "ablation.png")
+    meta = _provenance(study, label, base, table, train, config, data, state, timer)
+    ablation = Ablation(_rows(found, state), out, meta)
+    write_ablation_report(ablation)
     _log(f"wrote {out / 'ablation.csv'}, ablation.md and ablation.png", progress)
     return ablation
 
 
 def _price(
-    found: list[Variant],
-    table: CostTable,
-    results: dict[str, Any],
-    runner: OrtRunner,
-    out: Path,
-    progress: bool,
+    found: list[Variant], table: CostTable, state: _State, runner: OrtRunner, run: RunDir, progress: bool
 ) -> list[Variant]:
     """Device cost, counts and host latency of every runnable variant; unpriceable ones are skipped."""
-    priced = results["priced"]
     checked = []
     for v in found:
         if v.skip is None:
@@ -438,101 +475,100 @@ def _price(
                     raise
                 v = dataclasses.replace(v, skip=f"cannot be priced on {table.device}: {err}")
         checked.append(v)
-    todo = [v.arch for v in checked if v.skip is None and v.arch.id not in priced]
+    todo = [v.arch for v in checked if v.skip is None and v.arch.id not in state.priced]
     if todo:
         _log(f"timing {len(todo)} whole model(s) on this machine (onnxruntime, interleaved)", progress)
         host = _host_ms(todo, runner)
         for arch in todo:
             latency, energy = table.cost(arch)
             counts = count(arch)
-            priced[arch.id] = {
-                "latency_ms": latency,
-                "energy_mj": None if math.isnan(energy) else energy,
-                "params_m": counts.params_m,
-                "macs_g": counts.macs_g,
-                "host_ms": host[arch.id],
-            }
-        _save_results(out, results)
+            state.priced[arch.id] = _Cost(
+                latency, None if math.isnan(energy) else energy, counts.params_m, counts.macs_g, host[arch.id]
+            )
+        state.save(run)
     return checked
 
 
-def _proxy(arch: Arch, config: TrainConfig, data: ImageData) -> Arch:
-    return arch.replace(resolution=config.resolution, num_classes=data.num_classes)
+@dataclass(frozen=True)
+class _Trainer:
+    """The worker of a study's executor: trains a variant stand-alone, or scores it on `supernet`."""
 
+    data: ImageData
+    config: TrainConfig
+    progress: bool
+    supernet: Supernet | None = None
 
-def _report(i: int, n: int, v: Variant, results: dict[str, Any], device: str, progress: bool) -> None:
-    trained, priced = results["trained"][v.arch.id], results["priced"][v.arch.id]
-    _log(
-        f"[{i}/{n}] {v.name}: top-1 {100 * trained['accuracy']:.2f}%, {priced['latency_ms']:.2f} ms on "
-        f"{device}, host {priced['host_ms']:.2f} ms, {priced['macs_g']:.3f} GMACs ({trained['seconds']:.0f} s)",
-        progress,
-    )
+    def _proxy(self, arch: Arch) -> Arch:
+        return arch.replace(resolution=self.config.resolution, num_classes=self.data.num_classes)
 
-
-def _train_standalone(
-    runnable: list[Variant],
-    data: ImageData,
-    config: TrainConfig,
-    results: dict[str, Any],
-    out: Path,
-    device: str,
-    progress: bool,
-) -> None:
-    for i, v in enumerate(runnable, start=1):
-        if v.arch.id in results["trained"]:
-            _log(f"[{i}/{len(runnable)}] {v.name}: done before, kept", progress)
-            continue
-        _log(f"[{i}/{len(runnable)}] {v.name} ({v.change}): training stand-alone", progress)
+    def standalone(self, job: tuple[int, Variant]) -> _Accuracy:
         started = time.perf_counter()
-        model = train_standalone(_proxy(v.arch, config, data), data, config, progress=progress)
-        score = measure(model, data.val)
-        results["trained"][v.arch.id] = {
-            "accuracy": score.top1,
-            "accuracy_se": score.top1_se,
-            "seconds": time.perf_counter() - started,
-        }
-        _save_results(out, results)  # at once: an interruption loses at most the variant in training
-        _report(i, len(runnable), v, results, device, progress)
+        model = train_standalone(self._proxy(job[1].arch), self.data, self.config, progress=self.progress)
+        return _Accuracy.since(measure(model, self.data.val), started)
+
+    def inherited(self, job: tuple[int, Variant]) -> _Accuracy:
+        started = time.perf_counter()
+        score = proxy_score(self.supernet, self._proxy(job[1].arch), self.data, seed=self.config.seed)
+        return _Accuracy.since(score, started)
 
 
-def _train_supernet(
-    runnable: list[Variant],
-    data: ImageData,
-    config: TrainConfig,
-    results: dict[str, Any],
-    out: Path,
+def _train(
+    fn: Callable[[_Trainer, tuple[int, Variant]], _Accuracy],
+    jobs: Iterable[tuple[int, Variant]],
+    trainer: _Trainer,
+    n: int,
+    state: _State,
+    run: RunDir,
     device: str,
-    progress: bool,
 ) -> None:
-    todo = [v for v in runnable if v.arch.id not in results["trained"]]
+    """Run `fn` on each (number, variant) job, keeping each result at once: an interruption loses at
+    most the variant in training."""
+    for (i, v), accuracy in LocalExecutor(trainer).map_unordered(fn, jobs):
+        state.trained[v.arch.id] = accuracy
+        state.save(run)
+        cost = state.priced[v.arch.id]
+        _log(
+            f"[{i}/{n}] {v.name}: top-1 {100 * accuracy.accuracy:.2f}%, {cost.latency_ms:.2f} ms on {device}, "
+            f"host {cost.host_ms:.2f} ms, {cost.macs_g:.3f} GMACs ({accuracy.seconds:.0f} s)",
+            trainer.progress,
+        )
+
+
+def _train_standalone(runnable: list[Variant], trainer: _Trainer, state: _State, run: RunDir, device: str) -> None:
+    n = len(runnable)
+
+    def jobs() -> Iterator[tuple[int, Variant]]:
+        for i, v in enumerate(runnable, start=1):
+            if v.arch.id in state.trained:
+                _log(f"[{i}/{n}] {v.name}: done before, kept", trainer.progress)
+                continue
+            _log(f"[{i}/{n}] {v.name} ({v.change}): training stand-alone", trainer.progress)
+            yield i, v
+
+    _train(_Trainer.standalone, jobs(), trainer, n, state, run, device)
+
+
+def _train_supernet(runnable: list[Variant], trainer: _Trainer, state: _State, run: RunDir, device: str) -> None:
+    todo = [(i, v) for i, v in enumerate(runnable, start=1) if v.arch.id not in state.trained]
     if not todo:
         return
     # one supernet over the smallest space holding every variant, so all of them inherit weights
-    space_file = out / "supernet-space.yaml"
+    space_file = run / "supernet-space.yaml"
     atomic_write(space_file, yaml.safe_dump(variant_space([v.arch for v in runnable]).to_dict(), sort_keys=False))
-    _log(f"training one supernet over the {len(runnable)} variants ({space_file})", progress)
+    _log(f"training one supernet over the {len(runnable)} variants ({space_file})", trainer.progress)
     started = time.perf_counter()
-    trained = train_supernet(dataclasses.replace(config, space=str(space_file)), out / "supernet", progress=progress)
-    results["supernet_s"] = results.get("supernet_s", 0.0) + time.perf_counter() - started
-    _save_results(out, results)
-    for i, v in enumerate(runnable, start=1):
-        if v.arch.id in results["trained"]:
-            continue
-        started = time.perf_counter()
-        score = proxy_score(trained.net, _proxy(v.arch, config, data), data, seed=config.seed)
-        results["trained"][v.arch.id] = {
-            "accuracy": score.top1,
-            "accuracy_se": score.top1_se,
-            "seconds": time.perf_counter() - started,
-        }
-        _save_results(out, results)
-        _report(i, len(runnable), v, results, device, progress)
+    config = dataclasses.replace(trainer.config, space=str(space_file))
+    trained = train_supernet(config, run / "supernet", progress=trainer.progress)
+    state.supernet_s += time.perf_counter() - started
+    state.save(run)
+    scorer = dataclasses.replace(trainer, supernet=trained.net)
+    _train(_Trainer.inherited, todo, scorer, len(runnable), state, run, device)
 
 
 # -- outputs ------------------------------------------------------------------------------------
 
 
-def _rows(found: list[Variant], results: dict[str, Any]) -> pd.DataFrame:
+def _rows(found: list[Variant], state: _State) -> pd.DataFrame:
     rows = []
     for v in found:
         row: dict[str, Any] = {
@@ -545,12 +581,9 @@ def _rows(found: list[Variant], results: dict[str, Any]) -> pd.DataFrame:
             "arch": v.arch.to_json() if v.arch else "",
         }
         if v.skip is None:
-            priced, trained = results["priced"][v.arch.id], results["trained"][v.arch.id]
-            energy = priced["energy_mj"]
-            row |= {k: priced[k] for k in ("latency_ms", "params_m", "macs_g", "host_ms")}
-            row |= {"energy_mj": math.nan if energy is None else energy}
-            row |= {"accuracy": trained["accuracy"], "train_s": trained["seconds"]}
-            row |= {"accuracy_se": trained.get("accuracy_se", math.nan)}  # (results from before it was kept)
+            cost, trained = state.priced[v.arch.id], state.trained[v.arch.id]
+            row |= dataclasses.asdict(cost) | {"energy_mj": math.nan if cost.energy_mj is None else cost.energy_mj}
+            row |= {"accuracy": trained.accuracy, "accuracy_se": trained.accuracy_se, "train_s": trained.seconds}
         rows.append(row)
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
     base = frame.iloc[0]
@@ -571,21 +604,21 @@ def _provenance(
     train: str,
     config: TrainConfig,
     data: ImageData,
-    results: dict[str, Any],
+    state: _State,
     runner: OrtRunner,
 ) -> dict[str, Any]:
     import onnxruntime
 
     from lglsearch.cost.build import cpu_name
 
-    seconds = sum(t["seconds"] for t in results["trained"].values()) + results.get("supernet_s", 0.0)
+    seconds = sum(t.seconds for t in state.trained.values()) + state.supernet_s
     return {
         "study": study,
         "base": label,
         "base_arch": str(base),
         "device": table.device,
         "table": {k: table.meta.get(k) for k in ("description", "method", "source", "runtime", "threads")},
-        "added_keys": len(results.get("added_keys", [])),
+        "added_keys": len(state.added_keys),
         "heldout": (table.phone_model() or {}).get("heldout", {}),
         "energy": table.meta.get("energy", {}),
         "host": f"{cpu_name()}, onnxruntime {onnxruntime.__version__}, {runner.threads} thread(s), fp32, batch 1, "
@@ -596,137 +629,3 @@ def _provenance(
         "seed": config.seed,
         "wall_s": seconds,
     }
-
-
-def write_csv(ablation: Ablation, path: Path) -> Path:
-    atomic_write(path, ablation.rows.to_csv(index=False, float_format="%.6g"))
-    return path
-
-
-def _fmt(value: float, spec: str, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return format(value, ("+" if signed else "") + spec)
-
-
-def _delta(points: float, se: float) -> str:
-    """A difference in top-1 points, said to be no difference when within two standard errors."""
-    text = _fmt(points, ".2f", signed=True)
-    if text and se > 0 and not distinguishable(points, se):
-        text += f" (within 2 se = {CLAIM_SE * se:.2f}: not distinguishable on this proxy)"
-    return text
-
-
-def write_markdown(ablation: Ablation, path: Path) -> Path:
-    """The table with deltas against the base, and where every number comes from."""
-    m, rows = ablation.meta, ablation.rows
-    header = [
-        "variant",
-        "change",
-        "top-1 % (± se)",
-        "Δ top-1 (pts)",
-        f"latency ms ({m['device']})",
-        "Δ latency",
-        "energy mJ",
-        "Δ energy",
-        "params M",
-        "GMACs",
-        "host ms",
-        "status",
-    ]
-    lines = [
-        f"# Ablation `{m['study']}` of {m['base']} on {m['device']}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for r in rows.itertuples(index=False):
-        cells = [
-            f"**{r.variant}**" if r.variant == BASE else r.variant,
-            r.change,
-            _fmt(100 * r.accuracy, ".2f") + (f" ± {100 * r.accuracy_se:.2f}" if r.accuracy_se > 0 else ""),
-            _delta(r.d_accuracy_pts, r.d_accuracy_se_pts),
-            _fmt(r.latency_ms, ".2f"),
-            _fmt(r.d_latency_pct, ".1f", signed=True) + ("%" if not math.isnan(r.d_latency_pct) else ""),
-            _fmt(r.energy_mj, ".2f"),
-            _fmt(r.d_energy_pct, ".1f", signed=True) + ("%" if not math.isnan(r.d_energy_pct) else ""),
-            _fmt(r.params_m, ".3f"),
-            _fmt(r.macs_g, ".3f"),
-            _fmt(r.host_ms, ".2f"),
-            f"skipped: {r.reason}" if r.status == "skipped" else r.status,
-        ]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    t, energy, recipe = m["table"], m["energy"], m["recipe"]
-    power = f" at {energy['power_w']} W ({energy.get('power_source')})" if "power_w" in energy else ""
-    steps = f", at most {recipe['max_steps_per_epoch']} steps an epoch" if recipe["max_steps_per_epoch"] else ""
-    if not m["added_keys"]:
-        added = "Every op key of the variants was in the table."
-    elif m["device"] == HOST:
-        added = f"{m['added_keys']} op key(s) of the variants were missing from the host table and were measured first."
-    else:
-        errors = ", ".join(f"{c} {100 * h['mape']:.1f}%" for c, h in sorted(m["heldout"].items())) or "not stored"
-        added = (
-            f"{m['added_keys']} op key(s) of the variants were missing from the table and were derived with its "
-            f"stored transfer model, as `lglsearch lut derive` does (held-out MAPE per op class: {errors})."
-        )
-    training = (
-        "each variant trained stand-alone from scratch"
-        if m["train"] == "standalone"
-        else "one weight-sharing supernet over the smallest space holding every variant (sandwich rule, "
-        f"{recipe['n_random']} random arch(s) a step), BatchNorm recalibrated per variant"
-    )
-    lines += [
-        "",
-        "## Provenance",
-        "",
-        f"- Base: {m['base']}, {m['base_arch']}. Latency, energy, parameters, MACs and host latency are of "
-        "the deploy network; top-1 is on the proxy task.",
-        f"- Device latency: the {m['device']} table, {t.get('method')}: {t.get('description')}; "
-        f"{t.get('runtime')}, {t.get('threads')} thread(s). Source: {t.get('source')}.",
-        f"- {added}",
-        f"- Energy: {energy.get('method', 'none')}{power}" + (f" ({energy['why']})" if "why" in energy else "") + ".",
-        f"- Host latency: the whole model measured on this machine: {m['host']}.",
-        f"- Training: {training}; {recipe['epochs']} epoch(s){steps}, batch {recipe['batch_size']}, AdamW "
-        f"lr {recipe['lr']}, weight decay {recipe['weight_decay']}, cosine schedule with {recipe['warmup_epochs']} "
-        f"warm-up epoch(s), at {recipe['resolution']} px; top-1 on the validation split, ± one standard error "
-        "of its size; a difference within two standard errors is not distinguishable. One training seed per "
-        "variant: the seed-to-seed spread of training (benchmarks/RESULTS.md) is not in the error.",
-        f"- Data: {m['data']}.",
-        f"- Seed: {m['seed']} (the same for every variant).",
-        f"- Wall time of training and evaluation: {m['wall_s'] / 60:.1f} min.",
-        "",
-    ]
-    atomic_write(path, "\n".join(lines))
-    return path
-
-
-def write_plot(ablation: Ablation, path: Path) -> Path:
-    """Accuracy against device latency, one labelled point per trained variant, the base highlighted."""
-    from matplotlib.figure import Figure  # Agg canvas, no pyplot state
-
-    m = ablation.meta
-    done = ablation.rows[ablation.rows["status"] == "done"]
-    fig = Figure(figsize=(7, 5), dpi=120)
-    ax = fig.add_subplot()
-    others = done[done["variant"] != BASE]
-    base = done[done["variant"] == BASE]
-    ax.scatter(others["latency_ms"], 100 * others["accuracy"], color="tab:blue", zorder=2)
-    ax.scatter(base["latency_ms"], 100 * base["accuracy"], color="tab:red", marker="*", s=220, zorder=3, label="base")
-    # variants often land close together (e.g. the two upsamplings): stack their labels downwards
-    span_x = max(float(np.ptp(done["latency_ms"])), 1e-9)
-    span_y = max(float(np.ptp(100 * done["accuracy"])), 1e-9)
-    placed: list[tuple[float, float]] = []
-    for r in done.sort_values("latency_ms").itertuples(index=False):
-        x, y = r.latency_ms, 100 * r.accuracy
-        near = sum(abs(x - px) < 0.12 * span_x and abs(y - py) < 0.05 * span_y for px, py in placed)
-        placed.append((x, y))
-        ax.annotate(r.variant, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * near), fontsize=8)
-    ax.set_xlabel(f"latency on {m['device']} (ms)")
-    ax.set_ylabel("proxy top-1 (%)")
-    ax.set_title(f"Ablation {m['study']} of {m['base']} ({m['train']} training)")
-    ax.margins(x=0.15, y=0.1)  # room for the labels
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    atomic_savefig(fig, path)
-    return path

@@ -1,4 +1,5 @@
-"""A search's outputs: the Pareto family as CSV and JSON, every trial, a Markdown report and a plot."""
+"""What a user reads of a run: a search's Pareto family as CSV and JSON, every trial, a Markdown
+report and a plot; an ablation's table as CSV, Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # a figure without pyplot: no global backend or state of the user's
 
+from lglsearch.cost.table import HOST
 from lglsearch.io import atomic_savefig, atomic_write, atomic_write_json
 from lglsearch.search.pareto import (
     CLAIM_SE,
@@ -26,7 +29,10 @@ from lglsearch.search.pareto import (
 from lglsearch.search.study import SearchRun
 from lglsearch.space import Arch
 
-__all__ = ["write_search_report"]
+if TYPE_CHECKING:  # ablate writes its report through this module
+    from lglsearch.ablate import Ablation
+
+__all__ = ["write_ablation_report", "write_search_report"]
 
 
 def _finetuned(steps: int | None, repeats: int | None) -> str:
@@ -36,16 +42,23 @@ def _finetuned(steps: int | None, repeats: int | None) -> str:
     return f"each arch's inherited weights fine-tuned {steps} steps on their own{mean}, "
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
+def _number(value: Any, spec: str = ".2f", *, signed: bool = False, unit: str = "", missing: str = "-") -> str:
+    """A value as the reports print it: a float by `spec` (with its sign if `signed`) and `unit`, NaN
+    or None as `missing`, anything else as its text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if not isinstance(value, float):
+        return str(value)
+    return format(value, ("+" if signed else "") + spec) + unit
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    # a "|" inside a cell would end it
+    rows = [
+        "| " + " | ".join(_number(v).replace("|", "/") for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *rows])
 
 
@@ -216,8 +229,7 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     plane = ("accuracy", "latency")
     reference = {"accuracy": 0.0, "latency": run.budgets.latency_ms or float(trials["latency_ms"].max())}
     ref_text = f"top-1 0, latency {reference['latency']:g} ms"
-    # stages joined by " / ": a "|" would end the Markdown cell
-    shown = front.assign(arch=[str(Arch.from_json(a)).split(": ", 1)[1].replace(" | ", " / ") for a in front["arch"]])
+    shown = front.assign(arch=[str(Arch.from_json(a)).split(": ", 1)[1] for a in front["arch"]])
     shown = shown.assign(accuracy=100 * shown["accuracy"], accuracy_se=100 * shown["accuracy_se"])
     energy_column = {"energy_mj": f"energy_mj ({_energy_method(run.table.meta)})"}
     shown = shown.rename(columns={"accuracy": "top-1 %", "accuracy_se": "± se"} | energy_column)
@@ -271,3 +283,144 @@ def write_search_report(run: SearchRun) -> dict[str, Path]:
     ]
     atomic_write(paths["report.md"], "\n".join(lines))
     return paths | {"family": family}
+
+
+# -- an ablation ---------------------------------------------------------------------------------
+
+
+def write_ablation_report(ablation: Ablation) -> dict[str, Path]:
+    """Write ablation.csv, ablation.md and ablation.png into the study's directory; return their paths."""
+    paths = {kind: ablation.directory / f"ablation.{kind}" for kind in ("csv", "md", "png")}
+    atomic_write(paths["csv"], ablation.rows.to_csv(index=False, float_format="%.6g"))
+    _ablation_markdown(ablation, paths["md"])
+    _ablation_plot(ablation, paths["png"])
+    return paths
+
+
+def _cell(value: Any, spec: str = ".2f", **how: Any) -> str:
+    """An ablation table's cell: empty where there is no number (a skipped variant)."""
+    return _number(value, spec, missing="", **how)
+
+
+def _delta(points: float, se: float) -> str:
+    """A difference in top-1 points, said to be no difference when within two standard errors."""
+    text = _cell(points, signed=True)
+    if text and se > 0 and not distinguishable(points, se):
+        text += f" (within 2 se = {CLAIM_SE * se:.2f}: not distinguishable on this proxy)"
+    return text
+
+
+def _ablation_markdown(ablation: Ablation, path: Path) -> None:
+    """The table with deltas against the base, and where every number comes from."""
+    m, rows = ablation.meta, ablation.rows
+    base = rows["variant"].iloc[0]  # the study's first row (ablate.variants)
+    header = [
+        "variant",
+        "change",
+        "top-1 % (± se)",
+        "Δ top-1 (pts)",
+        f"latency ms ({m['device']})",
+        "Δ latency",
+        "energy mJ",
+        "Δ energy",
+        "params M",
+        "GMACs",
+        "host ms",
+        "status",
+    ]
+    cells = [
+        [
+            f"**{r.variant}**" if r.variant == base else r.variant,
+            r.change,
+            _cell(100 * r.accuracy) + (f" ± {100 * r.accuracy_se:.2f}" if r.accuracy_se > 0 else ""),
+            _delta(r.d_accuracy_pts, r.d_accuracy_se_pts),
+            _cell(r.latency_ms),
+            _cell(r.d_latency_pct, ".1f", signed=True, unit="%"),
+            _cell(r.energy_mj),
+            _cell(r.d_energy_pct, ".1f", signed=True, unit="%"),
+            _cell(r.params_m, ".3f"),
+            _cell(r.macs_g, ".3f"),
+            _cell(r.host_ms),
+            f"skipped: {r.reason}" if r.status == "skipped" else r.status,
+        ]
+        for r in rows.itertuples(index=False)
+    ]
+    lines = [
+        f"# Ablation `{m['study']}` of {m['base']} on {m['device']}",
+        "",
+        _markdown_table(pd.DataFrame(cells, columns=header)),
+        "",
+        "## Provenance",
+        "",
+        *_ablation_provenance(m),
+        "",
+    ]
+    atomic_write(path, "\n".join(lines))
+
+
+def _ablation_provenance(m: dict[str, Any]) -> list[str]:
+    t, energy, recipe = m["table"], m["energy"], m["recipe"]
+    power = f" at {energy['power_w']} W ({energy.get('power_source')})" if "power_w" in energy else ""
+    steps = f", at most {recipe['max_steps_per_epoch']} steps an epoch" if recipe["max_steps_per_epoch"] else ""
+    if not m["added_keys"]:
+        added = "Every op key of the variants was in the table."
+    elif m["device"] == HOST:
+        added = f"{m['added_keys']} op key(s) of the variants were missing from the host table and were measured first."
+    else:
+        errors = ", ".join(f"{c} {100 * h['mape']:.1f}%" for c, h in sorted(m["heldout"].items())) or "not stored"
+        added = (
+            f"{m['added_keys']} op key(s) of the variants were missing from the table and were derived with its "
+            f"stored transfer model, as `lglsearch lut derive` does (held-out MAPE per op class: {errors})."
+        )
+    training = (
+        "each variant trained stand-alone from scratch"
+        if m["train"] == "standalone"
+        else "one weight-sharing supernet over the smallest space holding every variant (sandwich rule, "
+        f"{recipe['n_random']} random arch(s) a step), BatchNorm recalibrated per variant"
+    )
+    return [
+        f"- Base: {m['base']}, {m['base_arch']}. Latency, energy, parameters, MACs and host latency are of "
+        "the deploy network; top-1 is on the proxy task.",
+        f"- Device latency: the {m['device']} table, {t.get('method')}: {t.get('description')}; "
+        f"{t.get('runtime')}, {t.get('threads')} thread(s). Source: {t.get('source')}.",
+        f"- {added}",
+        f"- Energy: {energy.get('method', 'none')}{power}" + (f" ({energy['why']})" if "why" in energy else "") + ".",
+        f"- Host latency: the whole model measured on this machine: {m['host']}.",
+        f"- Training: {training}; {recipe['epochs']} epoch(s){steps}, batch {recipe['batch_size']}, AdamW "
+        f"lr {recipe['lr']}, weight decay {recipe['weight_decay']}, cosine schedule with {recipe['warmup_epochs']} "
+        f"warm-up epoch(s), at {recipe['resolution']} px; top-1 on the validation split, ± one standard error "
+        "of its size; a difference within two standard errors is not distinguishable. One training seed per "
+        "variant: the seed-to-seed spread of training (benchmarks/RESULTS.md) is not in the error.",
+        f"- Data: {m['data']}.",
+        f"- Seed: {m['seed']} (the same for every variant).",
+        f"- Wall time of training and evaluation: {m['wall_s'] / 60:.1f} min.",
+    ]
+
+
+def _ablation_plot(ablation: Ablation, path: Path) -> None:
+    """Accuracy against device latency, one labelled point per trained variant, the base highlighted."""
+    m = ablation.meta
+    done = ablation.rows[ablation.rows["status"] == "done"]
+    fig = Figure(figsize=(7, 5), dpi=120)
+    ax = fig.add_subplot()
+    is_base = done["variant"] == ablation.rows["variant"].iloc[0]  # the study's first row (ablate.variants)
+    others, base = done[~is_base], done[is_base]
+    ax.scatter(others["latency_ms"], 100 * others["accuracy"], color="tab:blue", zorder=2)
+    ax.scatter(base["latency_ms"], 100 * base["accuracy"], color="tab:red", marker="*", s=220, zorder=3, label="base")
+    # variants often land close together (e.g. the two upsamplings): stack their labels downwards
+    span_x = max(float(np.ptp(done["latency_ms"])), 1e-9)
+    span_y = max(float(np.ptp(100 * done["accuracy"])), 1e-9)
+    placed: list[tuple[float, float]] = []
+    for r in done.sort_values("latency_ms").itertuples(index=False):
+        x, y = r.latency_ms, 100 * r.accuracy
+        near = sum(abs(x - px) < 0.12 * span_x and abs(y - py) < 0.05 * span_y for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(r.variant, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * near), fontsize=8)
+    ax.set_xlabel(f"latency on {m['device']} (ms)")
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(f"Ablation {m['study']} of {m['base']} ({m['train']} training)")
+    ax.margins(x=0.15, y=0.1)  # room for the labels
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    atomic_savefig(fig, path)

@@ -294,3 +294,21 @@ def test_cli_bad_input_is_one_line_before_any_work(capsys, tmp_path, argv, messa
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing written, nothing trained
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("results.json", "{", r"results.json is unreadable, not JSON .*; it is left as it is: delete it to train"),
+        ("results.json", '{"priced": {"a": 1}, "trained": {}}', r"results.json holds a variant it cannot read"),
+        ("run.json", "[]", r"run.json is not an ablation run's record \(it holds no arguments\); it is left as it is"),
+    ],
+)
+def test_an_unreadable_run_file_is_refused_before_any_work_and_left_as_it_is(tmp_path, small, name, text, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text(text)
+    with pytest.raises(LglsearchError, match=message):
+        run_ablation("lgl-components", DENSE, device="snapdragon888", out=out, space=TINY, config=small, progress=False)
+    assert (out / name).read_text() == text
+    assert not (out / "ablation.csv").exists()
