@@ -161,20 +161,20 @@ def score(
     own noise), and, for the archs of `halves`, the score after fine-tuning each arch's inherited
     weights (`finetunes`: (steps, repeats), `lglsearch score --finetune-steps/--finetune-repeats`,
     the code path of `search --refine`). Written to scores/<supernet key>.json, resumable."""
-    from lglsearch.search.scoring import prepare_supernet, score_archs
+    from lglsearch.search.scoring import ScoreOptions, prepare_supernet, score_archs
     from lglsearch.train.scoring import calibration_images, materialise, proxy_scores
     from lglsearch.train.supernet import load_supernet
 
     halves = load_protocol()
     archs = [Arch.from_dict(e["arch"]) for h in ("dev", "test") for e in halves[h]]
     space = load_space()
-    spec, _, provenance = prepare_supernet(space, supernet=supernet, progress=True)
+    spec, _, provenance = prepare_supernet(space, ScoreOptions(supernet=supernet), progress=True)
     directory = Path(provenance["supernet"])
     path = SCORES / f"{directory.name}.json"
     stored = _read(path) or {"supernet": provenance, "scores": {}}
     todo = [a for a in archs if a.id not in stored["scores"]]
     if todo:  # the default: exactly what a search records
-        rows, _ = score_archs(todo, space, supernet=str(directory), workers=workers)
+        rows, _ = score_archs(todo, space, ScoreOptions(supernet=str(directory)), workers=workers)
         for arch, row in zip(todo, rows, strict=True):  # keyed by the protocol's (64 px) id
             stored["scores"][arch.id] = {"default": row}
         atomic_write_json(path, stored)
@@ -200,14 +200,8 @@ def score(
         todo = [Arch.from_dict(e["arch"]) for h in finetune_halves for e in halves[h]]
         todo = [a for a in mine(todo, shard) if name not in stored["scores"][a.id]]
         for n, arch in enumerate(todo, 1):  # one at a time, so that an interruption loses one arch
-            rows, _ = score_archs(
-                [arch],
-                space,
-                supernet=str(directory),
-                finetune_steps=steps,
-                finetune_repeats=repeats,
-                progress=False,
-            )
+            options = ScoreOptions(supernet=str(directory), finetune_steps=steps, finetune_repeats=repeats)
+            rows, _ = score_archs([arch], space, options, progress=False)
             record(path, ["scores", arch.id, name], rows[0])
             print(f"{name}: {arch.id} ({n}/{len(todo)}, {rows[0]['seconds']:.0f} s)", flush=True)
     print(f"scores: {path}")

@@ -13,6 +13,8 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from lglsearch.search.study import OPTUNA_SAMPLERS
+
     p = sub.add_parser("search", help="find the Pareto-optimal archs of a space for a device (the main job)")
     p.add_argument("--device", required=True, help="the latency table to price archs with (see `lglsearch devices`)")
     p.add_argument(
@@ -23,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trials", type=COUNT, default=100, help="archs to evaluate (default 100; over-budget ones are free)"
     )
-    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2", help="Optuna sampler")
+    p.add_argument("--sampler", choices=OPTUNA_SAMPLERS, default="nsga2", help="Optuna sampler")
     p.add_argument(
         "--objectives",
         metavar="LIST",
@@ -124,7 +126,9 @@ def _read_archs_file(path: str) -> list:  # -> list[Arch]
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from lglsearch.search.scoring import score_archs
+    from dataclasses import fields
+
+    from lglsearch.search.scoring import ScoreOptions, score_archs
     from lglsearch.space import parse_arch
 
     archs = [parse_arch(spec) for spec in args.arch or []]
@@ -132,18 +136,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         archs += _read_archs_file(path)
     if not archs:
         raise LglsearchError("nothing to score: give --arch SPEC or --archs FILE")
-    rows, provenance = score_archs(
-        archs,
-        space_of(args.space),
-        space_spec=args.space,
-        supernet=args.supernet,
-        data=args.data,
-        seed=args.seed,
-        finetune_steps=args.finetune_steps,
-        finetune_repeats=args.finetune_repeats,
-        score_images=args.score_images,
-        workers=args.workers,
-    )
+    options = ScoreOptions(**{f.name: getattr(args, f.name) for f in fields(ScoreOptions)})  # options named alike
+    rows, provenance = score_archs(archs, space_of(args.space), options, space_spec=args.space, workers=args.workers)
     if args.json:
         print(json.dumps(rows, indent=2))
         return

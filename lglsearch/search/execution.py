@@ -92,7 +92,7 @@ class AccuracyWorker:
         started = time.perf_counter()
         if self.spec.noop:
             return number, Score(0.0, math.nan), 0.0
-        arch = Arch.from_json(arch_json).replace(resolution=self.space.resolution, num_classes=self.space.num_classes)
+        arch = self.space.adapt(Arch.from_json(arch_json))
         steps, repeats = finetune or (self.spec.finetune_steps, self.spec.finetune_repeats)
         score = proxy_score(self.net, arch, self.data, calib=self.calib, finetune_steps=steps, finetune_repeats=repeats)
         return number, score, time.perf_counter() - started

@@ -19,25 +19,35 @@ from lglsearch.errors import LglsearchError
 from lglsearch.search.execution import SCORE_IMAGES, WorkerSpec, evaluations, make_executor
 from lglsearch.space import Arch, Space
 
-__all__ = ["prepare_supernet", "score_archs"]
+__all__ = ["ScoreOptions", "prepare_supernet", "score_archs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreOptions:
+    """How an arch's accuracy is read from a supernet: the supernet (None: the space's default,
+    trained once and cached), its data, the calibration seed, fine-tuning and the validation
+    images scored (0: all). `search`, `score` and `SearchConfig` share them."""
+
+    supernet: str | None = None
+    data: str | None = None
+    seed: int = 0
+    finetune_steps: int = 0
+    finetune_repeats: int = 1
+    score_images: int = SCORE_IMAGES
 
 
 def prepare_supernet(
     space: Space,
+    options: ScoreOptions = ScoreOptions(),
     *,
     space_spec: str | None = None,
-    supernet: str | None = None,
-    data: str | None = None,
-    seed: int = 0,
-    finetune_steps: int = 0,
-    finetune_repeats: int = 1,
-    score_images: int = SCORE_IMAGES,
     noop: bool = False,
     progress: bool = True,
 ) -> tuple[WorkerSpec, dict[str, torch.Tensor] | None, dict[str, Any]]:
-    """The supernet's weights, its worker spec and provenance: the given one (`supernet`, a
+    """The supernet's weights, its worker spec and provenance: the given one (`options.supernet`, a
     directory), or the default one of `space` (trained on first use, cached; `space_spec` is how
     the user named the space, which its training recipe records)."""
+    supernet, data, score_images = options.supernet, options.data, options.score_images
     if noop:
         return WorkerSpec(space=space.to_dict(), data=data, noop=True), None, {"supernet": "none (no-op)"}
     if score_images < 0:
@@ -76,16 +86,16 @@ def prepare_supernet(
         "supernet_epochs": trained_config.get("epochs"),
         "supernet_resolution": net.space.resolution,
         "data": trained_config.get("data_source", data or "proxy"),
-        "finetune_steps": finetune_steps,
-        "finetune_repeats": finetune_repeats,
+        "finetune_steps": options.finetune_steps,
+        "finetune_repeats": options.finetune_repeats,
         "score_images": score_images,
     }
     spec = WorkerSpec(
         space=net.space.to_dict(),
         data=data,
-        seed=seed,
-        finetune_steps=finetune_steps,
-        finetune_repeats=finetune_repeats,
+        seed=options.seed,
+        finetune_steps=options.finetune_steps,
+        finetune_repeats=options.finetune_repeats,
         score_images=score_images,
     )
     return spec, net.state_dict(), provenance
@@ -94,14 +104,9 @@ def prepare_supernet(
 def score_archs(
     archs: Sequence[Arch],
     space: Space,
+    options: ScoreOptions = ScoreOptions(),
     *,
     space_spec: str | None = None,
-    supernet: str | None = None,
-    data: str | None = None,
-    seed: int = 0,
-    finetune_steps: int = 0,
-    finetune_repeats: int = 1,
-    score_images: int = SCORE_IMAGES,
     workers: int = 1,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -120,17 +125,7 @@ def score_archs(
                 f"arch {arch.id} is outside the space {space.name!r}: {reason}; score archs of its space"
             )
         adapted.append(arch)
-    spec, state, provenance = prepare_supernet(
-        space,
-        space_spec=space_spec,
-        supernet=supernet,
-        data=data,
-        seed=seed,
-        finetune_steps=finetune_steps,
-        finetune_repeats=finetune_repeats,
-        score_images=score_images,
-        progress=progress,
-    )
+    spec, state, provenance = prepare_supernet(space, options, space_spec=space_spec, progress=progress)
     executor = make_executor(spec, state, workers, None)
     unique = list(dict.fromkeys(adapted))
     scores: dict[int, tuple[Any, float]] = {}

@@ -44,7 +44,7 @@ from lglsearch.search.execution import (
 )
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
-from lglsearch.search.scoring import prepare_supernet
+from lglsearch.search.scoring import ScoreOptions, prepare_supernet
 from lglsearch.space import PRESETS, Arch, Space, load_space
 from lglsearch.train.score import Score
 
@@ -53,9 +53,9 @@ try:
 except ImportError:  # Windows has no flock: Optuna's own lock there
     fcntl = None
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
+__all__ = ["OPTUNA_SAMPLERS", "SearchConfig", "SearchRun", "default_out", "run_search"]
 
-SAMPLERS = ("nsga2", "tpe", "random")
+OPTUNA_SAMPLERS = ("nsga2", "tpe", "random")  # not space.SAMPLERS, the sparse-attention delegates
 RUN_FILE = RECORD
 STUDY_FILE = "study.journal"
 PRESETS_FILE = "presets.json"
@@ -82,6 +82,11 @@ class SearchConfig:
     workers: int | None = None  # parallel evaluations; None = one per core; 1 = in this process
     ray_address: str | None = None
     noop: bool = False  # evaluate nothing (accuracy 0): measures the execution layer
+
+    @property
+    def score_options(self) -> ScoreOptions:
+        """The config's fields that say how an arch is scored (the sampler's seed is the calibration's)."""
+        return ScoreOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ScoreOptions)})
 
 
 @dataclass
@@ -181,7 +186,7 @@ def _values(objectives: tuple[str, ...], top1: float, latency: float, energy: fl
 
 
 def _preset_arch(name: str, space: Space) -> Arch:
-    return PRESETS[name].replace(resolution=space.resolution, num_classes=space.num_classes)
+    return space.adapt(PRESETS[name])
 
 
 def _evaluate_presets(space: Space, pricer: Pricer, executor: Executor) -> pd.DataFrame:
@@ -420,8 +425,8 @@ def run_search(
 
 def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progress: bool) -> SearchRun:
     started = time.perf_counter()
-    if config.sampler not in SAMPLERS:
-        raise LglsearchError(f"unknown sampler {config.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if config.sampler not in OPTUNA_SAMPLERS:
+        raise LglsearchError(f"unknown sampler {config.sampler!r}; choose from {', '.join(OPTUNA_SAMPLERS)}")
     if config.trials < 1 or config.population < 2:
         raise LglsearchError("--trials must be >= 1 and --population >= 2")
     if config.finetune_steps < 0 or config.finetune_repeats < 1:
@@ -463,16 +468,7 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
         check_ray_address(config.ray_address)
 
     spec, state, provenance = prepare_supernet(
-        space,
-        space_spec=config.space,
-        supernet=config.supernet,
-        data=config.data,
-        seed=config.seed,
-        finetune_steps=config.finetune_steps,
-        finetune_repeats=config.finetune_repeats,
-        score_images=config.score_images,
-        noop=config.noop,
-        progress=progress,
+        space, config.score_options, space_spec=config.space, noop=config.noop, progress=progress
     )
     out.mkdir(parents=True, exist_ok=True)
     scored_by = {} if config.noop else {"supernet_dir": str(Path(provenance["supernet"]).resolve())}
