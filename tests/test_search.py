@@ -23,7 +23,7 @@ from lglsearch.report import write_search_report
 from lglsearch.search.objectives import Budgets, Pricer, cheapest, parse_objectives
 from lglsearch.search.pareto import dominating, front_frame, hypervolume, nondominated_ranks
 from lglsearch.search.refine import REFINED_FILE, candidates
-from lglsearch.search.study import SearchConfig, run_search
+from lglsearch.search.study import PRESETS_FILE, SearchConfig, run_search
 from lglsearch.space import Arch, load_space
 from lglsearch.train.data import load_data
 from lglsearch.train.recipe import TrainConfig
@@ -589,6 +589,16 @@ def test_a_resumed_refinement_refuses_an_unreadable_refined_json_before_any_work
     with pytest.raises(LglsearchError, match=rf"the refined scores in {out / REFINED_FILE} are unreadable"):
         run_search(dataclasses.replace(config, noop=True, refine=2), out, resume=True, progress=False)
     assert (out / REFINED_FILE).read_text() == "{"
+
+
+def test_a_resume_refuses_an_unreadable_presets_json_and_leaves_it(tmp_path, median_budget):
+    out = tmp_path / "run"
+    config = SearchConfig(device=DEVICE, budget_ms=median_budget, space="tiny", trials=2, population=4, workers=1)
+    run_search(dataclasses.replace(config, noop=True), out, progress=False)
+    (out / PRESETS_FILE).write_text("[{")
+    with pytest.raises(LglsearchError, match=r"presets.json is unreadable, not JSON .*delete it and resume") as err:
+        run_search(dataclasses.replace(config, noop=True, trials=3), out, resume=True, progress=False)
+    assert "\n" not in str(err.value) and (out / PRESETS_FILE).read_text() == "[{"
 
 
 @pytest.mark.parametrize(

@@ -118,9 +118,11 @@ def add_data(p: argparse.ArgumentParser) -> None:
 
 
 def add_accelerator(p: argparse.ArgumentParser) -> None:
+    from lglsearch.train.distributed import ACCELERATORS
+
     p.add_argument(
         "--accelerator",
-        choices=("auto", "cpu", "cuda"),
+        choices=ACCELERATORS,
         default="auto",
         help="train on the CPU or a CUDA GPU (auto: a GPU when there is one); under torchrun, one per process",
     )

@@ -32,7 +32,7 @@ from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
-from lglsearch.rundir import RECORD, RunDir
+from lglsearch.rundir import RECORD, RunDir, read_json
 from lglsearch.search.execution import (
     SCORE_IMAGES,
     Executor,
@@ -479,7 +479,12 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
     try:
         presets_file = out / PRESETS_FILE
         if resume and presets_file.is_file():
-            presets = pd.read_json(presets_file, orient="records")
+            records = read_json(
+                presets_file,
+                fix="delete it and resume: the presets are scored again",
+                check=lambda v: None if isinstance(v, list) and all(isinstance(r, dict) for r in v) else "not a list",
+            )
+            presets = pd.DataFrame.from_records(records)
         else:
             presets = _evaluate_presets(space, pricer, executor)
             atomic_write(presets_file, presets.to_json(orient="records", indent=2))

@@ -19,9 +19,9 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 
-__all__ = ["DEVICES", "Placement", "average_gradients", "placement"]
+__all__ = ["ACCELERATORS", "Placement", "average_gradients", "placement"]
 
-DEVICES = ("auto", "cpu", "cuda")
+ACCELERATORS = ("auto", "cpu", "cuda")  # what to train on; `device` elsewhere names a latency table
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,13 @@ class Placement:
             dist.destroy_process_group()
 
 
-def placement(device: str = "auto") -> Placement:
-    """The device to train on (`auto`: CUDA when there is a GPU), joining torchrun's process group."""
-    if device not in DEVICES:
-        raise LglsearchError(f"unknown training device {device!r}; use one of {', '.join(DEVICES)}")
-    cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+def placement(accelerator: str = "auto") -> Placement:
+    """The torch device to train on (`auto`: CUDA when there is a GPU), joining torchrun's process group."""
+    if accelerator not in ACCELERATORS:
+        raise LglsearchError(f"unknown training device {accelerator!r}; use one of {', '.join(ACCELERATORS)}")
+    cuda = torch.cuda.is_available() if accelerator == "auto" else accelerator == "cuda"
     if cuda and not torch.cuda.is_available():
-        raise LglsearchError("--device cuda, but torch sees no CUDA GPU here; use --device cpu or auto")
+        raise LglsearchError("--accelerator cuda, but torch sees no CUDA GPU here; use --accelerator cpu or auto")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Placement(torch.device("cuda" if cuda else "cpu"))
