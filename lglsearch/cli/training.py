@@ -21,7 +21,6 @@ from lglsearch.cli._args import (
     add_space,
     load_table,
 )
-from lglsearch.errors import LglsearchError
 
 __all__ = ["add_parsers", "train_config"]
 
@@ -175,21 +174,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
-    from lglsearch.train.data import load_data
     from lglsearch.train.recipe import Recipe
-    from lglsearch.train.trainer import CHECKPOINT, train_arch
+    from lglsearch.train.trainer import CHECKPOINT, arch_and_data, train_arch
 
     deployed = parse_arch(args.arch)  # as the search priced it: its own resolution and classes
-    image_folder = args.data is not None and (Path(args.data) / "train").is_dir()
-    resolution = args.resolution or (deployed.resolution if image_folder else 64)
-    data = load_data(args.data, resolution)
-    try:
-        arch = deployed.replace(resolution=resolution, num_classes=data.num_classes)
-    except LglsearchError as err:
-        raise LglsearchError(
-            f"arch {deployed.id} cannot be trained at --resolution {resolution}: {err}; give a resolution its "
-            f"token grids fit (its own is {deployed.resolution})"
-        ) from None
+    arch, data = arch_and_data(deployed, args.data, args.resolution)
     epochs = args.epochs or (1 if args.smoke_test else Recipe.epochs)
     recipe = Recipe(
         epochs=epochs,

@@ -29,12 +29,12 @@ from lglsearch.nn.edgevit import checkpoint_filter_fn
 from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.checkpoint import load_training_checkpoint
-from lglsearch.train.data import ImageData
+from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.distributed import placement
 from lglsearch.train.loop import Trained, fit
 from lglsearch.train.recipe import Recipe
 
-__all__ = ["CHECKPOINT", "initial_weights", "train_arch"]
+__all__ = ["CHECKPOINT", "arch_and_data", "initial_weights", "train_arch"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -96,6 +96,21 @@ def _first_change(before: dict[str, Any], now: dict[str, Any], prefix: str = "")
         elif a != b:
             return f"{prefix}{key} was {a!r}, now {b!r}"
     return None
+
+
+def arch_and_data(deployed: Arch, data: str | None, resolution: int | None) -> tuple[Arch, ImageData]:
+    """The arch to train and its data: `deployed` at `resolution` (by default 64 px for the proxy and
+    IDX data, the arch's own for an ImageFolder) and with the data's class count."""
+    image_folder = data is not None and (Path(data) / "train").is_dir()
+    resolution = resolution or (deployed.resolution if image_folder else 64)
+    images = load_data(data, resolution)
+    try:
+        return deployed.replace(resolution=resolution, num_classes=images.num_classes), images
+    except LglsearchError as err:
+        raise LglsearchError(
+            f"arch {deployed.id} cannot be trained at --resolution {resolution}: {err}; give a resolution its "
+            f"token grids fit (its own is {deployed.resolution})"
+        ) from None
 
 
 def train_arch(
