@@ -479,12 +479,12 @@ def _run_search(config: SearchConfig, out: Path | None, *, resume: bool, progres
     try:
         presets_file = out / PRESETS_FILE
         if resume and presets_file.is_file():
-            records = read_json(
+            read_json(  # checked first: a damaged file is one line naming the fix, not a traceback
                 presets_file,
                 fix="delete it and resume: the presets are scored again",
                 check=lambda v: None if isinstance(v, list) and all(isinstance(r, dict) for r in v) else "not a list",
             )
-            presets = pd.DataFrame.from_records(records)
+            presets = pd.read_json(presets_file, orient="records")  # pandas' reading of nulls, as written
         else:
             presets = _evaluate_presets(space, pricer, executor)
             atomic_write(presets_file, presets.to_json(orient="records", indent=2))
