@@ -1,0 +1,96 @@
+"""The shipped kernel models on reference blocks that no fit and no choice saw: the test figure.
+
+The kernel model's form was chosen, and the shipped model against the transfer, on the 2,400-block
+sample (600 per class, seed 0) of each phone's nn-Meter file; its figures there are development
+figures. The other 9,716 blocks of each file were never used. This draws up to 600 of them per
+class (seed 1), prices each with the stored per-class model of the shipped table, as the table
+prices a part, and reports within +-10% / +-20% and MAPE with the standard error of the share,
+beside the trivial baseline: ms proportional to MACs, one ratio per class (the median over the
+same sample the model was fitted on). Usage:
+
+    python benchmarks/phone_model_test.py [--reference-dir ../shared/data/phone-luts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lglsearch.cost.derive import _sample_reference
+from lglsearch.cost.metrics import error_summary
+from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
+from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
+from lglsearch.cost.table import CostTable, shipped_dir
+from lglsearch.io import atomic_write_json
+
+HERE = Path(__file__).resolve().parent
+FILES = {
+    "snapdragon888": "xiaomi11-snapdragon888.json",
+    "snapdragon855": "pixel4-snapdragon855.json",
+    "tensor-g1": "pixel6-tensor-g1.json",
+    "snapdragon821": "pixel1-snapdragon821.json",
+}
+
+
+def _macs(key: str) -> float:
+    return sum(k.macs for k in reference_kernels(key))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared" / "data" / "phone-luts")
+    parser.add_argument("--per-class", type=int, default=600)
+    parser.add_argument("--results", type=Path, default=HERE / "phone_models" / "test.json")
+    args = parser.parse_args()
+    results = {}
+    for device, file in FILES.items():
+        reference = load_reference(args.reference_dir / file)
+        table = CostTable.load(shipped_dir() / f"{device}.csv")
+        model = PhoneKernelModel.from_dict(table.phone_model())
+        fitted = set(_sample_reference(reference, 600, 0))  # the shipped tables' sample
+        rest = {k: v for k, v in reference.items() if k not in fitted}
+        test = _sample_reference(rest, args.per_class, 1)
+        per_class = {}
+        for c in OP_CLASSES:
+            keys = [k for k in test if reference_class(k) == c]
+            measured = np.array([reference[k] for k in keys])
+            predicted = np.array([model.predict(c, reference_kernels(k)) for k in keys])
+            ratio = np.median([reference[k] / _macs(k) for k in fitted if reference_class(k) == c])
+            baseline = np.array([ratio * _macs(k) for k in keys])
+            row = {}
+            for name, guess in (("kernel", predicted), ("macs_baseline", baseline)):
+                s = error_summary(guess, measured)
+                row[name] = {
+                    "n": s["n"],
+                    "within_10pct": round(s["within_10pct"], 4),
+                    "within_10pct_se": round(math.sqrt(s["within_10pct"] * (1 - s["within_10pct"]) / s["n"]), 4),
+                    "within_20pct": round(s["within_20pct"], 4),
+                    "mape": round(s["mape"], 4),
+                }
+            per_class[c] = row
+            k, b = row["kernel"], row["macs_baseline"]
+            print(
+                f"{device:<14} {c:<14} n={k['n']:<4} kernel {100 * k['within_10pct']:5.1f}% "
+                f"(se {100 * k['within_10pct_se']:.1f})"
+                f" / {100 * k['within_20pct']:5.1f}% / MAPE {100 * k['mape']:4.1f}%   MACs alone "
+                f"{100 * b['within_10pct']:5.1f}% / {100 * b['within_20pct']:5.1f}% / MAPE {100 * b['mape']:4.1f}%",
+                flush=True,
+            )
+        results[device] = per_class
+    atomic_write_json(
+        args.results,
+        {
+            "command": "python benchmarks/phone_model_test.py " + " ".join(sys.argv[1:]),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "phones": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
