@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
@@ -14,11 +13,9 @@ from lglsearch.cli._args import (
     add_space,
     add_timing,
     hex_mask,
-    load_table,
     regex,
     space_of,
 )
-from lglsearch.errors import LglsearchError
 
 __all__ = ["add_parsers"]
 
@@ -110,8 +107,9 @@ def _adb_options(p: argparse.ArgumentParser, adb_help: str) -> None:
     p.add_argument("--cpu-mask", type=hex_mask, metavar="HEX", help="pin with taskset, e.g. 70 for cores 4-6")
 
 
-def _bench(args: argparse.Namespace, threads: int, cpu_mask: str | None):  # -> BenchmarkCommand
-    """The on-phone benchmark command of `lut build --adb` and `lut validate --adb`, from their options."""
+def _bench(args: argparse.Namespace, threads: int = 1, cpu_mask: str | None = None):  # -> BenchmarkCommand
+    """The on-phone benchmark command of `lut build --adb` and `lut validate --adb`, from their options
+    (`lut validate` runs the table's threads and core mask unless told otherwise)."""
     from lglsearch.cost.adb import DEFAULT_COMMAND, DEFAULT_PARSE, BenchmarkCommand
 
     return BenchmarkCommand(
@@ -219,26 +217,48 @@ def cmd_lut_import(args: argparse.Namespace) -> None:
 
 
 def cmd_lut_validate(args: argparse.Namespace) -> None:
-    from lglsearch.cost.ops import arch_ops
-    from lglsearch.cost.runner import OrtRunner
-    from lglsearch.cost.table import HOST
-    from lglsearch.cost.validate import sample_archs, validate
+    from lglsearch.cost.validate import record_validation, validate_host_table, validate_phone_table, validation_path
 
-    if args.adb:
-        _validate_on_phone(args)
-        return
-    if args.device != HOST:
-        raise LglsearchError(
-            f"only the host table can be validated on this machine (whole models run here), not {args.device!r}; "
-            "use --device host, or time the models on the phone with --adb SERIAL"
-        )
     space = space_of(args.space)
-    labelled = sample_archs(space, args.archs, args.seed)
-    table = load_table(HOST, sorted({k for _, a in labelled for k in arch_ops(a)}), space.name)
-    runner = OrtRunner(threads=int(table.meta["threads"]), runs=args.runs, rounds=args.rounds)
-    result = validate(table, labelled, runner=runner, progress=not args.json)
-    s = _store_validation(args, table, space.name, result)
-    if s is None:
+    if args.adb:
+        from lglsearch.cost.adb import AdbPhone
+
+        table, result = validate_phone_table(
+            args.device,
+            space,
+            archs=args.archs,
+            seed=args.seed,
+            phone=AdbPhone(args.adb, adb=args.adb_path),
+            bench=_bench(args),
+            threads=args.threads,
+            cpu_mask=args.cpu_mask,
+            progress=not args.json,
+        )
+    else:
+        table, result = validate_host_table(
+            args.device,
+            space,
+            archs=args.archs,
+            seed=args.seed,
+            runs=args.runs,
+            rounds=args.rounds,
+            progress=not args.json,
+        )
+    note = record_validation(table, space.name, result.summary, replace=args.replace)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    s = result.summary
+    if args.json:
+        print(json.dumps(s))
+        return
+    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.adb:
+        print(
+            f"\n{s['n']} archs of {space.name} on {args.adb} ({s['command']}): {100 * s['within_10pct']:.0f}% "
+            f"within +-10%, {100 * s['within_20pct']:.0f}% within +-20%, MAPE {100 * s['mape']:.1f}%, mean error "
+            f"{100 * s['mean_error']:+.1f}%, Spearman {s['spearman']:.3f}; stored in "
+            f"{validation_path(table.device).with_suffix('.json')}"
+        )
         return
     print(
         f"\n{s['n']} archs of {space.name}, {s['threads']} thread(s): {100 * s['within_10pct']:.0f}% within "
@@ -249,59 +269,6 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
     print(
         f"machine speed now vs the table's build: x{s['speed']:.3f} (anchor ops); without that correction: "
         f"{100 * r['within_10pct']:.0f}% within +-10%, MAPE {100 * r['mape']:.1f}%, Spearman {r['spearman']:.3f}"
-    )
-
-
-def _store_validation(args: argparse.Namespace, table, space: str, result, path=None) -> dict | None:
-    """Record a validation in the table's metadata and print its rows (or, with --json, the summary
-    alone: then None); the summary, for the caller's closing line."""
-    from lglsearch.cost.validate import record_validation
-
-    result.summary.update(
-        space=space, seed=args.seed, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    )
-    note = record_validation(table, space, result.summary, replace=args.replace, path=path)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.summary))
-        return None
-    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return result.summary
-
-
-def _validate_on_phone(args: argparse.Namespace) -> None:
-    """`lut validate --adb`: the table's predictions against whole models timed on the phone."""
-    from lglsearch.cost.adb import AdbPhone
-    from lglsearch.cost.ops import arch_ops
-    from lglsearch.cost.table import HOST, CostTable, user_tables_dir
-    from lglsearch.cost.validate import sample_archs, validate_on_phone
-
-    if args.device == HOST:
-        raise LglsearchError(
-            "`host` is this machine; validate it without --adb, or name the phone's table with --device"
-        )
-    table = CostTable.load(args.device)
-    space = space_of(args.space)
-    labelled = sample_archs(space, args.archs, args.seed)
-    missing = table.missing(sorted({k for _, a in labelled for k in arch_ops(a)}))
-    if missing:
-        raise LglsearchError(
-            f"the {args.device} table lacks {len(missing)} op key(s) of space {space.name} (first: {missing[0]}); "
-            "add them first (`lglsearch lut derive` or `lut build --adb`)"
-        )
-    # the table's own thread count and core mask unless told otherwise: the phone runs what the table priced
-    bench = _bench(args, args.threads or int(table.meta.get("threads", 1)), args.cpu_mask or table.meta.get("cpu_mask"))
-    result = validate_on_phone(table, labelled, phone=AdbPhone(args.adb, adb=args.adb_path), bench=bench)
-    # a shipped table is not written over: its validated copy goes to the user cache, where it shadows it
-    path = user_tables_dir() / f"{args.device}.csv"
-    s = _store_validation(args, table, space.name, result, path=path)
-    if s is None:
-        return
-    print(
-        f"\n{s['n']} archs of {space.name} on {args.adb} ({s['command']}): {100 * s['within_10pct']:.0f}% within "
-        f"+-10%, {100 * s['within_20pct']:.0f}% within +-20%, MAPE {100 * s['mape']:.1f}%, mean error "
-        f"{100 * s['mean_error']:+.1f}%, Spearman {s['spearman']:.3f}; stored in {path.with_suffix('.json')}"
     )
 
 

@@ -7,10 +7,16 @@ latencies from the drift of a shared machine between the build and now (reported
 the raw times). On a phone (`validate_on_phone`), the whole models are exported to ONNX and timed
 over adb by the runner `lut build --adb` times ops with: what a derived phone table predicts is
 judged against the phone itself.
+
+`validate_host_table` and `validate_phone_table` are the `lut validate` command without its
+printing: which table, which archs, how the phone runs them, and `record_validation` where the
+figures are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,16 +30,27 @@ import torch
 from tqdm import tqdm
 
 from lglsearch.cost.adb import AdbPhone, BenchmarkCommand
+from lglsearch.cost.devices import get_table
 from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner, time_anchored
-from lglsearch.cost.table import CostTable
+from lglsearch.cost.table import HOST, CostTable, user_tables_dir
 from lglsearch.counting import count
+from lglsearch.errors import LglsearchError
 from lglsearch.export import export_onnx
 from lglsearch.nn import build_model
 from lglsearch.space import PRESETS, Arch, Space
 
-__all__ = ["Validation", "record_validation", "sample_archs", "validate", "validate_on_phone"]
+__all__ = [
+    "Validation",
+    "record_validation",
+    "sample_archs",
+    "validate",
+    "validate_host_table",
+    "validate_on_phone",
+    "validate_phone_table",
+    "validation_path",
+]
 
 
 @dataclass(frozen=True)
@@ -133,12 +150,83 @@ def validate_on_phone(
     return Validation(_rows(labelled, predicted, np.array(measured)), summary)
 
 
+def _keys(labelled: Sequence[tuple[str, Arch]]) -> list[str]:
+    return sorted({str(k) for _, a in labelled for k in arch_ops(a)})
+
+
+def _stamped(result: Validation, space: Space, seed: int) -> Validation:
+    """The validation with what it was run on, to be stored beside its figures."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return Validation(result.rows, result.summary | {"space": space.name, "seed": seed, "date": now})
+
+
+def validate_host_table(
+    device: str, space: Space, *, archs: int, seed: int, runs: int, rounds: int, progress: bool = True
+) -> tuple[CostTable, Validation]:
+    """`archs` sampled archs of `space` (and the presets in it) timed whole on this machine against
+    the host table, which first measures the op keys it lacks; `device` must be the host."""
+    if device != HOST:
+        raise LglsearchError(
+            f"only the host table can be validated on this machine (whole models run here), not {device!r}; "
+            "use --device host, or time the models on the phone with --adb SERIAL"
+        )
+    labelled = sample_archs(space, archs, seed)
+    table = get_table(HOST, _keys(labelled), space_name=space.name)
+    runner = OrtRunner(threads=int(table.meta["threads"]), runs=runs, rounds=rounds)
+    return table, _stamped(validate(table, labelled, runner=runner, progress=progress), space, seed)
+
+
+def validate_phone_table(
+    device: str,
+    space: Space,
+    *,
+    archs: int,
+    seed: int,
+    phone: AdbPhone,
+    bench: BenchmarkCommand,
+    threads: int | None = None,
+    cpu_mask: str | None = None,
+    progress: bool = True,
+) -> tuple[CostTable, Validation]:
+    """`archs` sampled archs of `space` (and the presets in it) timed whole on `phone` against
+    `device`'s table. The phone runs what the table priced: `bench` with the table's thread count
+    and core mask, unless `threads` or `cpu_mask` are given. Refused, before anything is pushed,
+    for the host or a table that lacks some of the archs' op keys."""
+    if device == HOST:
+        raise LglsearchError(
+            "`host` is this machine; validate it without --adb, or name the phone's table with --device"
+        )
+    table = get_table(device, fill="none")
+    labelled = sample_archs(space, archs, seed)
+    missing = table.missing(_keys(labelled))
+    if missing:
+        raise LglsearchError(
+            f"the {device} table lacks {len(missing)} op key(s) of space {space.name} (first: {missing[0]}); "
+            "add them first (`lglsearch lut derive` or `lut build --adb`)"
+        )
+    bench = dataclasses.replace(
+        bench,
+        threads=threads or int(table.meta.get("threads", 1)),
+        cpu_mask=cpu_mask or table.meta.get("cpu_mask"),
+    )
+    result = validate_on_phone(table, labelled, phone=phone, bench=bench, progress=progress)
+    return table, _stamped(result, space, seed)
+
+
+def validation_path(device: str) -> Path:
+    """Where a validation of `device`'s table is kept: the table in the user cache. The host's and
+    imported tables live there; a shipped table is not written over, its validated copy there
+    shadows it."""
+    return user_tables_dir() / f"{device}.csv"
+
+
 def record_validation(
-    table: CostTable, space_name: str, summary: dict[str, Any], *, replace: bool = False, path: Path | None = None
+    table: CostTable, space_name: str, summary: dict[str, Any], *, replace: bool = False
 ) -> str | None:
-    """Store `summary` as the table's validation on `space_name` and save the table (at `path`, else
-    where it was loaded from), unless the stored one rests on more archs (a quick `--archs 3` must
-    not erase a 50-arch figure) and `replace` is not set: then keep it and say why, in the returned note."""
+    """Store `summary` as the table's validation on `space_name` and save the table at
+    `validation_path`, unless the stored validation rests on more archs (a quick `--archs 3` must
+    not erase a 50-arch figure) and `replace` is not set: then keep it and say why, in the
+    returned note."""
     stored = table.meta.get("validation", {}).get(space_name)
     if stored and stored.get("n", 0) > summary["n"] and not replace:
         return (
@@ -146,5 +234,5 @@ def record_validation(
             f"this one has {summary['n']}; pass --replace to store it anyway"
         )
     table.meta.setdefault("validation", {})[space_name] = summary
-    table.save(path)
+    table.save(validation_path(table.device))
     return None
