@@ -161,7 +161,7 @@ def score(
     own noise), and, for the archs of `halves`, the score after fine-tuning each arch's inherited
     weights (`finetunes`: (steps, repeats), `lglsearch score --finetune-steps/--finetune-repeats`,
     the code path of `search --refine`). Written to scores/<supernet key>.json, resumable."""
-    from lglsearch.search.scoring import ScoreOptions, prepare_supernet, score_archs
+    from lglsearch.search.accuracy import ScoreOptions, prepare_supernet, score_archs
     from lglsearch.train.scoring import calibration_images, materialise, proxy_scores
     from lglsearch.train.supernet import load_supernet
 

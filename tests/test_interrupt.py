@@ -314,13 +314,13 @@ def test_a_killed_refinement_loses_and_repeats_no_score(tmp_path, supernet, refe
     at_kill = _scores(cut)
 
     scored: list[str] = []
-    real = execution.AccuracyWorker.evaluate
+    real = execution.AccuracyWorker.score
 
-    def recording(self, number, arch_json, finetune=None):
-        scored.append(Arch.from_json(arch_json).id)
-        return real(self, number, arch_json, finetune)
+    def recording(self, arch, finetune=None):
+        scored.append(arch.id)
+        return real(self, arch, finetune)
 
-    monkeypatch.setattr(execution.AccuracyWorker, "evaluate", recording)
+    monkeypatch.setattr(execution.AccuracyWorker, "score", recording)
     assert main([*argv, "--out", str(cut)]) == 0
     resumed = _scores(cut)
     monkeypatch.undo()

@@ -193,15 +193,15 @@ def test_search_prices_before_evaluating_and_reports_a_true_front(
 def test_an_interrupted_search_resumes_without_losing_or_repeating(tmp_path, supernet, median_budget, monkeypatch):
     out, config = tmp_path / "run", _config(supernet, median_budget, trials=6)
     evaluated: list[str] = []
-    real = execution.AccuracyWorker.evaluate
+    real = execution.AccuracyWorker.score
 
-    def counting(self, number, arch_json, finetune=None):
+    def counting(self, arch, finetune=None):
         if len(evaluated) == 3:
             raise KeyboardInterrupt
-        evaluated.append(Arch.from_json(arch_json).id)
-        return real(self, number, arch_json, finetune)
+        evaluated.append(arch.id)
+        return real(self, arch, finetune)
 
-    monkeypatch.setattr(execution.AccuracyWorker, "evaluate", counting)
+    monkeypatch.setattr(execution.AccuracyWorker, "score", counting)
     with pytest.raises(KeyboardInterrupt):
         run_search(config, out, progress=False)
     storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
@@ -327,7 +327,7 @@ def test_refine_rescores_the_best_archs_fine_tuned_and_reports_their_front(
     def fail(*args, **kwargs):
         raise AssertionError("a refined arch was scored again")
 
-    monkeypatch.setattr(execution.AccuracyWorker, "evaluate", fail)
+    monkeypatch.setattr(execution.AccuracyWorker, "score", fail)
     again = run_search(_config(supernet, median_budget, trials=6, refine=4), out, resume=True, progress=False)
     assert again.refined == refined_run.refined
     assert all(isinstance(s, Score) for s in again.refined.values())
@@ -346,11 +346,10 @@ class _RecordingExecutor:
         for item in items:
             yield item, fn(self, item)  # its own worker
 
-    def evaluate(self, number, arch_json, finetune=None):
+    def score(self, arch, finetune=None):
         assert finetune == (3, 2)
-        arch = Arch.from_json(arch_json)
         self.submitted.append(arch)
-        return number, Score(count(arch).macs_g, 1.0, 0.01, 0.02), 0.0
+        return Score(count(arch).macs_g, 1.0, 0.01, 0.02), 0.0
 
     def close(self):
         pass

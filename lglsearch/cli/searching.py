@@ -128,7 +128,7 @@ def _read_archs_file(path: str) -> list:  # -> list[Arch]
 def cmd_score(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
-    from lglsearch.search.scoring import ScoreOptions, score_archs
+    from lglsearch.search.accuracy import ScoreOptions, score_archs
     from lglsearch.space import parse_arch
 
     archs = [parse_arch(spec) for spec in args.arch or []]

@@ -84,18 +84,16 @@ class AccuracyWorker:
         self.calib = calibration_images(data, seed=spec.seed)
         self.data = dataclasses.replace(data, val=materialise(balanced_subset(data.val, spec.score_images)))
 
-    def evaluate(
-        self, number: int, arch_json: str, finetune: tuple[int, int] | None = None
-    ) -> tuple[int, Score, float]:
-        """(number, score, seconds) of the arch, evaluated at the supernet's resolution and classes;
+    def score(self, arch: Arch, finetune: tuple[int, int] | None = None) -> tuple[Score, float]:
+        """(score, seconds) of a deploy arch, evaluated at the supernet's resolution and classes;
         `finetune` = (steps, repeats) overrides the spec's (a refinement's)."""
         started = time.perf_counter()
         if self.spec.noop:
-            return number, Score(0.0, math.nan), 0.0
-        arch = self.space.adapt(Arch.from_json(arch_json))
+            return Score(0.0, math.nan), 0.0
         steps, repeats = finetune or (self.spec.finetune_steps, self.spec.finetune_repeats)
+        arch = self.space.adapt(arch)
         score = proxy_score(self.net, arch, self.data, calib=self.calib, finetune_steps=steps, finetune_repeats=repeats)
-        return number, score, time.perf_counter() - started
+        return score, time.perf_counter() - started
 
 
 class Executor(Protocol):
@@ -127,11 +125,8 @@ class LocalExecutor:
         pass
 
 
-def _evaluate(
-    worker: AccuracyWorker, job: tuple[int, Arch], finetune: tuple[int, int] | None
-) -> tuple[int, Score, float]:
-    number, arch = job
-    return worker.evaluate(number, arch.to_json(), finetune)
+def _score(worker: AccuracyWorker, job: tuple[int, Arch], finetune: tuple[int, int] | None) -> tuple[Score, float]:
+    return worker.score(job[1], finetune)
 
 
 def evaluations(
@@ -139,8 +134,8 @@ def evaluations(
 ) -> Iterator[tuple[int, Score, float]]:
     """(number, score, seconds) of each (number, arch) job as it finishes, on the executor's
     AccuracyWorkers; `finetune` = (steps, repeats) overrides their spec's (a refinement's)."""
-    for _, result in executor.map_unordered(functools.partial(_evaluate, finetune=finetune), jobs):
-        yield result
+    for (number, _), (score, seconds) in executor.map_unordered(functools.partial(_score, finetune=finetune), jobs):
+        yield number, score, seconds
 
 
 def check_ray_address(address: str) -> None:

@@ -33,6 +33,7 @@ from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.io import atomic_write
 from lglsearch.rundir import RECORD, RunDir, read_json
+from lglsearch.search.accuracy import ScoreOptions, prepare_supernet
 from lglsearch.search.execution import (
     SCORE_IMAGES,
     Executor,
@@ -44,7 +45,6 @@ from lglsearch.search.execution import (
 )
 from lglsearch.search.objectives import OBJECTIVES, Budgets, Price, Pricer, parse_objectives
 from lglsearch.search.refine import REFINE_REPEATS, REFINE_STEPS, candidates, refine, refined_scores, shared_scores
-from lglsearch.search.scoring import ScoreOptions, prepare_supernet
 from lglsearch.space import PRESETS, Arch, Space, load_space
 from lglsearch.train.score import Score
 
