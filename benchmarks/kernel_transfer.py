@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from lglsearch._files import atomic_write_json
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.derive import _sample_reference
 from lglsearch.cost.kernels import Kernel, KernelModel
-from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops, op_parts, space_ops
 from lglsearch.cost.phone_kernels import heldout_mask, part_kernels, reference_kernels
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.table import CostTable
-from lglsearch.io import atomic_write_json
 from lglsearch.space import PRESETS, load_space
 
 ROOT = Path(__file__).resolve().parent.parent

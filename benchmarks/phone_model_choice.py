@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lglsearch._files import atomic_write_json
 from lglsearch.cost.table import CostTable, shipped_dir
-from lglsearch.io import atomic_write_json
 from lglsearch.space import PRESETS
 
 HERE = Path(__file__).resolve().parent / "phone_models"

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lglsearch._files import atomic_write_json
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.derive import _sample_reference
-from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
 from lglsearch.cost.table import CostTable, shipped_dir
-from lglsearch.io import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 FILES = {

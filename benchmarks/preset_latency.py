@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from lglsearch._files import atomic_write_json
 from lglsearch.cost.build import cpu_name
 from lglsearch.counting import count
 from lglsearch.export import export_arch, ort_session
-from lglsearch.io import atomic_write_json
 from lglsearch.space import PRESETS
 
 

@@ -31,8 +31,8 @@ import torch
 from scipy.stats import bootstrap, kendalltau, spearmanr
 from shards import mine, record, shard_arg
 
+from lglsearch._files import atomic_save_torch, atomic_write_json
 from lglsearch.counting import count
-from lglsearch.io import atomic_save_torch, atomic_write_json
 from lglsearch.space import PRESETS, Arch, load_space
 from lglsearch.train.data import balanced_subset, load_data
 from lglsearch.train.recipe import TrainConfig

@@ -23,7 +23,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 from ranking import correlations  # benchmarks/ is on the path of a script run from it
 
-from lglsearch.io import atomic_write_json
+from lglsearch._files import atomic_write_json
 from lglsearch.search.pareto import front_frame, hypervolume
 from lglsearch.search.refine import candidates
 from lglsearch.search.study import RUN_FILE, SearchConfig, run_search

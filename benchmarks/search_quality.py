@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lglsearch._files import atomic_write_json
 from lglsearch.cost.table import CostTable
-from lglsearch.io import atomic_write_json
 from lglsearch.search.pareto import dominating, front_frame, hypervolume
 from lglsearch.search.study import SearchConfig, run_search
 from lglsearch.space import PRESETS

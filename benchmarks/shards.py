@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lglsearch.io import atomic_write_json
+from lglsearch._files import atomic_write_json
 
 T = TypeVar("T")
 

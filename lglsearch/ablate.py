@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lglsearch._files import atomic_write
 from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import HOST, CostTable, table_path
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
 from lglsearch.nn import build_model
 from lglsearch.report import write_ablation_report
 from lglsearch.rundir import RunDir
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STUDIES",
-    "TRAININGS",
     "Ablation",
     "Variant",
     "run_ablation",
@@ -76,7 +75,7 @@ __all__ = [
 ]
 
 STUDIES = ("lgl-components", "sampling-rate", "placement", "all")
-TRAININGS = ("standalone", "supernet")
+_TRAININGS = ("standalone", "supernet")
 BASE = "base"
 RESULTS, RUN = "results.json", "run.json"
 COLUMNS = [
@@ -416,8 +415,8 @@ def run_ablation(
 ) -> Ablation:
     """Price and train every variant of `study` (resuming from `out`), then write the outputs."""
     config = config or TrainConfig()
-    if train not in TRAININGS:
-        raise LglsearchError(f"unknown training {train!r}; use one of {', '.join(TRAININGS)}")
+    if train not in _TRAININGS:
+        raise LglsearchError(f"unknown training {train!r}; use one of {', '.join(_TRAININGS)}")
     if config.epochs < 1:
         raise LglsearchError(f"epochs must be >= 1, got {config.epochs}")
     space = space or load_space()

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
 from lglsearch.nn import EdgeViT, build_model, load_checkpoint
-from lglsearch.rng import seeded
 from lglsearch.space import Arch
 
 __all__ = ["ExportResult", "export_arch", "export_onnx", "ort_session", "read_checkpoint"]
 
 Exporter = Literal["torchscript", "dynamo"]
-MIN_OPSET = 17
+_MIN_OPSET = 17
 # The largest |onnxruntime - torch| an export may show, relative to the output's scale (its largest
 # |logit|). Both run the same fp32 graph; only the order of additions and fused kernels differ, which
 # moves logits by about 1e-7-5e-7 of their scale here (tiny space and presets, random and randomised
@@ -92,12 +92,12 @@ def export_onnx(
     example: torch.Tensor,
     path: str | Path,
     *,
-    opset: int = MIN_OPSET,
+    opset: int = _MIN_OPSET,
     exporter: Exporter = "torchscript",
 ) -> Path:
     """Write `module` (eval mode, batch dimension dynamic) to an ONNX file, atomically."""
-    if opset < MIN_OPSET:
-        raise LglsearchError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if opset < _MIN_OPSET:
+        raise LglsearchError(f"opset must be >= {_MIN_OPSET}, got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -139,7 +139,7 @@ def export_arch(
     *,
     state_dict: dict | None = None,
     source: str = "checkpoint",
-    opset: int = MIN_OPSET,
+    opset: int = _MIN_OPSET,
     exporter: Exporter = "torchscript",
     seed: int = 0,
 ) -> ExportResult:

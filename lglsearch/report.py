@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # a figure without pyplot: no global backend or state of the user's
 
+from lglsearch._files import atomic_savefig, atomic_write, atomic_write_json
 from lglsearch.cost.table import HOST
-from lglsearch.io import atomic_savefig, atomic_write, atomic_write_json
 from lglsearch.search.pareto import (
     CLAIM_SE,
     COLUMNS,

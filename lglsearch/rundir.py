@@ -1,7 +1,7 @@
 """A run directory: what every long job (a search, an ablation) keeps so that it resumes.
 
 `run.json` records the run's identity, what must not change between a run and its resume; a
-resume names each difference. State files are JSON written whole (`lglsearch.io`), and one that
+resume names each difference. State files are JSON written whole (`lglsearch._files`), and one that
 cannot be read is a one-line error naming the file, why and the fix, and is left as it is: taken
 as empty, the work it holds would be written over.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lglsearch._files import atomic_write_json
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write_json
 
 __all__ = ["RECORD", "Change", "RunDir", "UnreadableFile", "read_json"]
 

@@ -47,7 +47,6 @@ __all__ = [
     "Arch",
     "Space",
     "Stage",
-    "default_space_path",
     "grid_sizes",
     "load_space",
     "parse_arch",
@@ -57,7 +56,7 @@ BLOCK_KINDS = ("lgl", "local", "global")
 """`lgl`: LocalAgg then SelfAttn (the reference block); `local`: LocalAgg only (convolutional);
 `global`: SelfAttn only (the reference's sr = 1 block)."""
 
-KIND_LETTERS = {"lgl": "L", "local": "C", "global": "G"}
+_KIND_LETTERS = {"lgl": "L", "local": "C", "global": "G"}
 """One letter per kind for compact printing: L(GL), C(onvolutional), G(lobal)."""
 
 SAMPLERS = ("pick", "avg", "max")
@@ -280,7 +279,7 @@ class Arch:
 
     def __str__(self) -> str:
         stages = " | ".join(
-            f"{s.width}x{''.join(KIND_LETTERS[k] for k in s.kinds)} h{s.heads} sr{s.sr} r{s.mlp_ratio:g}"
+            f"{s.width}x{''.join(_KIND_LETTERS[k] for k in s.kinds)} h{s.heads} sr{s.sr} r{s.mlp_ratio:g}"
             for s in self.stages
         )
         extra = (
@@ -677,14 +676,14 @@ def _choices(value: Any, kind: type, fail: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def default_space_path() -> Path:
+def _default_space_path() -> Path:
     return SPACES_DIR / "edgevit.yaml"
 
 
 def load_space(path: str | Path | None = None) -> Space:
     """A space from a YAML file; the shipped name (`tiny`) or None for the default."""
     if path is None:
-        return Space.from_yaml(default_space_path())
+        return Space.from_yaml(_default_space_path())
     candidate = Path(path)
     if not candidate.exists() and (SPACES_DIR / f"{path}.yaml").is_file():
         candidate = SPACES_DIR / f"{path}.yaml"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.build import build_table, host_table
-from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import OpKey, arch_ops, op_input_shape, op_module, space_ops
 from lglsearch.cost.runner import ANCHOR_KEYS, OrtRunner, Timing, time_anchored
 from lglsearch.cost.table import CostTable, known_devices, table_path

@@ -16,7 +16,7 @@ from torch import nn
 
 from lglsearch.errors import LglsearchError
 from lglsearch.space import load_space
-from lglsearch.train.distributed import Placement, average_gradients, placement
+from lglsearch.train._distributed import Placement, average_gradients, placement
 from lglsearch.train.recipe import TrainConfig
 from lglsearch.train.supernet import load_supernet
 

@@ -271,7 +271,7 @@ def test_an_arch_trains_under_torchrun(tmp_path, small_data, arch):
     state = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)
     assert state["identity"]["world"] == 2 and state["epoch"] == 1
     # two steps of a global batch of 32 moved the weights from their seeded initialisation
-    from lglsearch.rng import seeded
+    from lglsearch._rng import seeded
 
     with seeded(0):
         init = build_model(arch).state_dict()

@@ -11,13 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lglsearch.cli import ablation, models, searching, tables, training
+from lglsearch.cli import _ablation, _models, _searching, _tables, _training
 from lglsearch.cli._args import COUNT, FRACTION, NATURAL, NATURAL_FLOAT, POSITIVE, Parser, Ranged
 from lglsearch.errors import LglsearchError
 
 __all__ = ["COUNT", "FRACTION", "NATURAL", "NATURAL_FLOAT", "POSITIVE", "Ranged", "build_parser", "main"]
 
-GROUPS = (searching, models, tables, training, ablation)
+_GROUPS = (_searching, _models, _tables, _training, _ablation)
 """The command groups, in the order `--help` lists their commands."""
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lglsearch", description="Architecture search over the EdgeViT local-global-local design space."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in GROUPS:
+    for group in _GROUPS:
         group.add_parsers(sub)
     return parser
 

@@ -118,7 +118,7 @@ def add_data(p: argparse.ArgumentParser) -> None:
 
 
 def add_accelerator(p: argparse.ArgumentParser) -> None:
-    from lglsearch.train.distributed import ACCELERATORS
+    from lglsearch.train._distributed import ACCELERATORS
 
     p.add_argument(
         "--accelerator",

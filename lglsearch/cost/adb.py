@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_COMMAND", "DEFAULT_PARSE", "AdbPhone", "BenchmarkCommand"]
 
 DEFAULT_COMMAND = "{taskset}{binary} -e cpu -m times -r {runs} -x {threads} -I {model}"
 DEFAULT_PARSE = r"Average inference time cost:\s*([0-9.]+)\s*ms"
-GAUGE = "/sys/class/power_supply/battery"
+_GAUGE = "/sys/class/power_supply/battery"
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,9 @@ class AdbPhone:
     # -- energy ---------------------------------------------------------------------------------
 
     def _power_w(self) -> float:
-        out = self.shell(f"cat {GAUGE}/status {GAUGE}/current_now {GAUGE}/voltage_now").split()
+        out = self.shell(f"cat {_GAUGE}/status {_GAUGE}/current_now {_GAUGE}/voltage_now").split()
         if len(out) != 3:
-            raise LglsearchError(f"the fuel gauge at {GAUGE} answered {out!r}; this phone exposes no usable gauge")
+            raise LglsearchError(f"the fuel gauge at {_GAUGE} answered {out!r}; this phone exposes no usable gauge")
         status, current_ua, voltage_uv = out[0], float(out[1]), float(out[2])
         if status.lower() in ("charging", "full"):
             raise LglsearchError(

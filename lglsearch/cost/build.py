@@ -29,20 +29,19 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from lglsearch._files import atomic_write_json
 from lglsearch.cost.adb import AdbPhone, BenchmarkCommand
 from lglsearch.cost.ops import op_input_shape, op_module
 from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import HOST, CostTable, table_path, user_tables_dir
 from lglsearch.errors import LglsearchError
 from lglsearch.export import export_onnx
-from lglsearch.io import atomic_write_json
 
 __all__ = [
     "BuildReport",
     "build_phone_table",
     "build_table",
     "cpu_name",
-    "host_meta",
     "host_table",
 ]
 
@@ -58,7 +57,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def host_meta(runner: OrtRunner) -> dict[str, Any]:
+def _host_meta(runner: OrtRunner) -> dict[str, Any]:
     import onnxruntime
 
     return {
@@ -134,7 +133,7 @@ def build_table(
             "or derive or import its table (see `lglsearch lut --help`)"
         )
     path = table_path(device)
-    table = _load(path) or CostTable.empty(device, host_meta(runner))
+    table = _load(path) or CostTable.empty(device, _host_meta(runner))
     if table.meta.get("threads") != runner.threads:
         raise LglsearchError(
             f"the {device} table at {path} was measured with {table.meta.get('threads')} thread(s), not "

@@ -45,11 +45,9 @@ __all__ = [
     "MODELS",
     "PHONES",
     "Phone",
-    "derive_keys",
     "derive_table",
     "with_coverage",
     "with_derived_keys",
-    "with_modelled_energy",
 ]
 
 MODELS = ("kernel", "transfer")
@@ -58,7 +56,7 @@ MODELS = ("kernel", "transfer")
 DEFAULT_PER_CLASS = {"kernel": 600, "transfer": 300}
 """Reference blocks sampled per op class: the kernel model times nothing, the transfer times each."""
 
-NN_METER = (
+_NN_METER = (
     "nn-Meter (github.com/microsoft/nn-Meter, MIT License, Copyright (c) Microsoft Corporation), branch "
     "dev/hybrid-transformer, nn_meter/predictor/transformer_predictor/lut/*_lut_ln_v3.json (here {file}): "
     "Keras blocks as TFLite fp32, "
@@ -94,7 +92,7 @@ PHONES: dict[str, Phone] = {
 """The phones of the shipped reference measurements (their power figures: `lglsearch.cost.power`)."""
 
 
-def with_modelled_energy(table: CostTable, power: PhonePower) -> CostTable:
+def _with_modelled_energy(table: CostTable, power: PhonePower) -> CostTable:
     """`table` with every row's energy modelled from its latency (ms x W = mJ) and labelled so."""
     frame = table.frame.assign(energy_mj=table.frame["latency_ms"] * power.used.watts)
     return CostTable(table.device, frame, dict(table.meta, energy=power.to_meta()))
@@ -120,7 +118,7 @@ def _load_model(stored: Mapping[str, Any]) -> PhoneModel:
     return PhoneKernelModel.from_dict(stored) if stored["name"] == "kernel" else TransferModel.from_dict(stored)
 
 
-def derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
+def _derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
     """Phone latency (ms) of op keys by the transfer: each part's host time transferred with its class's model."""
     latency = {}
     for key in keys:
@@ -198,8 +196,8 @@ def _with_keys(
             table = table.with_rows(fitted.price_keys(missing).to_frame())
         else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
             host = host or host_table(_host_keys(missing), runner=runner)
-            table = table.with_rows(derive_keys(missing, fitted, host).to_frame())
-    table = with_modelled_energy(with_coverage(table, keys, space_name, host), power)
+            table = table.with_rows(_derive_keys(missing, fitted, host).to_frame())
+    table = _with_modelled_energy(with_coverage(table, keys, space_name, host), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     return table
@@ -227,7 +225,7 @@ def _fit(
         )
     reference = load_reference(reference_path)
     sample = _sample_reference(reference, per_class, seed)
-    source = NN_METER.format(file=reference_path.name)
+    source = _NN_METER.format(file=reference_path.name)
     if name == "kernel":
         fitted = PhoneKernelModel.fit(reference, sample, holdout=holdout, seed=seed)
         how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(sample)} of its blocks"

@@ -23,10 +23,10 @@ GELU and hard-sigmoid have no fused form in TFLite and stay kernels (`activation
 
     ms = a_type + b_type * MB + sum_s b_type,s * max(0, MB - s) + w_type * weight MB + c_type * MMACs
 
-(MB: activations read and written; s: the cache sizes `CACHE_MB`; c only for conv and matmul kernels),
+(MB: activations read and written; s: the cache sizes `_CACHE_MB`; c only for conv and matmul kernels),
 plus a per-block constant (the interpreter's fixed cost of one invocation), with non-negative
 coefficients, minimising the squared relative error (the error the tables report). A kernel type
-the fit never saw is priced as its nearest seen type (`FALLBACK`), and `KernelModel.outside` says
+the fit never saw is priced as its nearest seen type (`_FALLBACK`), and `KernelModel.outside` says
 which kernels of a block were priced so or lie outside the fitted size range.
 
 How well it does (`benchmarks/kernel_transfer.py`): fitted per op class, it predicts held-out
@@ -52,10 +52,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lglsearch.errors import LglsearchError
 
 __all__ = [
-    "CACHE_MB",
-    "COMPUTE_TYPES",
-    "FALLBACK",
-    "KERNEL_TYPES",
     "Kernel",
     "KernelModel",
     "decompose",
@@ -63,7 +59,7 @@ __all__ = [
     "kernel_terms",
 ]
 
-KERNEL_TYPES = (
+_KERNEL_TYPES = (
     "conv",  # dense convolution, kernel > 1
     "conv1x1",  # dense pointwise convolution
     "dwconv",  # depthwise convolution
@@ -81,10 +77,10 @@ KERNEL_TYPES = (
     "layout",  # copies: transposes made contiguous, strided slices
 )
 
-COMPUTE_TYPES = frozenset({"conv", "conv1x1", "dwconv", "tconv", "fc", "matmul"})
+_COMPUTE_TYPES = frozenset({"conv", "conv1x1", "dwconv", "tconv", "fc", "matmul"})
 """Kernel types whose cost has a MACs term."""
 
-FALLBACK = {
+_FALLBACK = {
     "conv": "conv1x1",  # im2col + GEMM: priced per MAC as a pointwise conv
     "conv1x1": "fc",
     "fc": "conv1x1",  # both are one GEMM in TFLite
@@ -240,7 +236,7 @@ class _Recorder(TorchDispatchMode):
             if self._made_by(args[0]) in ("conv", "conv1x1", "dwconv", "tconv"):
                 return None  # folded into the convolution by the TFLite converter
             return self._simple("batchnorm", name, args[:1], out)
-        if name in _FUSABLE_ACTIVATIONS and self._made_by(args[0]) in COMPUTE_TYPES | {"elementwise"}:
+        if name in _FUSABLE_ACTIVATIONS and self._made_by(args[0]) in _COMPUTE_TYPES | {"elementwise"}:
             return None
         if name in ("add", "add_") and _is_bias(args) and self._made_by(args[0]) in ("fc", "matmul"):
             return None  # the dense layer's bias
@@ -262,7 +258,7 @@ class _Recorder(TorchDispatchMode):
             return self._simple("layout", name, args[:1], out)
         raise LglsearchError(
             f"aten op {name!r} has no kernel type; map it in lglsearch/cost/kernels.py "
-            f"(types: {', '.join(KERNEL_TYPES)})"
+            f"(types: {', '.join(_KERNEL_TYPES)})"
         )
 
 
@@ -294,20 +290,20 @@ def _to_meta(module: nn.Module) -> nn.Module:
 # --- the model ---------------------------------------------------------------------------------
 
 
-CACHE_MB = (1.0, 4.0)
+_CACHE_MB = (1.0, 4.0)
 """Activation sizes (MB) past which a kernel's cost per MB may rise: near the cores' L2 (0.5-1 MB)
 and the shared L3 (2-4 MB) of these phones' SoCs; fixed before fitting, the same on every phone."""
 
 
 def kernel_terms(kernel: Kernel) -> dict[str, float]:
     """What one kernel adds to its type's terms of the linear model: one kernel; its activation MB
-    and, as hinges, the MB past each of `CACHE_MB` (a piecewise-linear cost per MB that can only
+    and, as hinges, the MB past each of `_CACHE_MB` (a piecewise-linear cost per MB that can only
     rise as the data leave the caches); its weight MB; and its MMACs (conv and matmul kernels)."""
     activations = (kernel.bytes - kernel.weights) / 1e6
     terms = {"kernels": 1.0, "MB": activations, "weight MB": kernel.weights / 1e6}
-    for size in CACHE_MB:
+    for size in _CACHE_MB:
         terms[f"MB past {size:g}"] = max(0.0, activations - size)
-    if kernel.type in COMPUTE_TYPES:
+    if kernel.type in _COMPUTE_TYPES:
         terms["MMACs"] = kernel.macs / 1e6
     return terms
 
@@ -365,7 +361,7 @@ class KernelModel:
         if not np.all(np.isfinite(y) & (y > 0)):
             raise LglsearchError("latencies must be positive and finite (ms)")
         found = {_column(k.type, term) for block in blocks for k in block for term, v in terms(k).items() if v}
-        order = ("block", *KERNEL_TYPES, "shared")
+        order = ("block", *_KERNEL_TYPES, "shared")
         columns = (("block", "constant"), *sorted(found, key=lambda c: (order.index(c[0]), c[1])))
         design = design_rows(blocks, columns, terms=terms) / y[:, None]
         norms = np.linalg.norm(design, axis=0)
@@ -375,11 +371,11 @@ class KernelModel:
 
     def priced_as(self, kind: str) -> str:
         """The type a kernel of `kind` is priced as: itself if the fit saw it, else its fallback."""
-        if kind not in FALLBACK:
-            raise LglsearchError(f"unknown kernel type {kind!r}; types: {', '.join(KERNEL_TYPES)}")
+        if kind not in _FALLBACK:
+            raise LglsearchError(f"unknown kernel type {kind!r}; types: {', '.join(_KERNEL_TYPES)}")
         path = [kind]
         while path[-1] not in self.seen:
-            path.append(FALLBACK[path[-1]])
+            path.append(_FALLBACK[path[-1]])
             if path[-1] in path[:-1]:
                 raise LglsearchError(f"the fit saw no kernel type to price {kind!r} as (tried {', '.join(path)})")
         return path[-1]
@@ -457,8 +453,8 @@ class KernelModel:
             }
         except (KeyError, TypeError, ValueError):
             raise malformed from None
-        kinds = {"block", "shared", *KERNEL_TYPES}
-        if coef.shape != (len(columns),) or any(c[0] not in kinds for c in columns) or set(seen) - set(KERNEL_TYPES):
+        kinds = {"block", "shared", *_KERNEL_TYPES}
+        if coef.shape != (len(columns),) or any(c[0] not in kinds for c in columns) or set(seen) - set(_KERNEL_TYPES):
             raise malformed
         return cls(columns, coef, seen)
 

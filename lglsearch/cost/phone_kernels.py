@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.kernels import Kernel, KernelModel, decompose
-from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import op_input_shape, op_module, op_parts
 from lglsearch.cost.reference import OP_CLASSES, reference_class, reference_kind, reference_module
 from lglsearch.errors import LglsearchError

@@ -18,15 +18,15 @@ from typing import Any
 
 from lglsearch.errors import LglsearchError
 
-__all__ = ["METHOD", "VOLTAGE_V", "CorePower", "PhonePower", "phone_power"]
+__all__ = ["CorePower", "PhonePower", "phone_power"]
 
-VOLTAGE_V = 3.85
+_VOLTAGE_V = 3.85
 """Nominal voltage of a Li-ion cell; the power profiles themselves use 3.7 V for their radio
 entries (3.7 V would lower every figure by 4%)."""
 
-METHOD = (
+_METHOD = (
     "active power of one busy core at top frequency from the phone's own power_profile.xml: "
-    f"(cpu.core_power + cpu.cluster_power + cpu.active) mA x {VOLTAGE_V} V; the vendors' battery-attribution "
+    f"(cpu.core_power + cpu.cluster_power + cpu.active) mA x {_VOLTAGE_V} V; the vendors' battery-attribution "
     "figures, so a lower estimate (x0.70 of the SPEC-measured power on the Snapdragon 888)"
 )
 
@@ -44,7 +44,7 @@ class CorePower:
 
     @property
     def watts(self) -> float:
-        return round((self.core_ma + self.cluster_ma + self.active_ma) * VOLTAGE_V / 1000, 3)
+        return round((self.core_ma + self.cluster_ma + self.active_ma) * _VOLTAGE_V / 1000, 3)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +70,7 @@ class PhonePower:
         meta = {
             "method": "modelled",
             "formula": "energy_mj = latency_ms x power_w (ms x W = mJ)",
-            "power_method": METHOD,
+            "power_method": _METHOD,
             "power_w": self.used.watts,
             "power_source": f"{self.used.core}: {self.used.source} (trust {self.used.trust})",
             "core": self.used.to_dict(),

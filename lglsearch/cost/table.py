@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lglsearch._files import atomic_write, cache_dir
 from lglsearch.cost.ops import OpKey, StageArgs, arch_ops, stage_args, stage_ops
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write, cache_dir
 from lglsearch.space import Arch
 
-__all__ = ["CostTable", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
+__all__ = ["HOST", "CostTable", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
 
-REQUIRED = ("latency_ms",)
-OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
+_REQUIRED = ("latency_ms",)
+_OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
 HOST = "host"
 _STAGE_CACHE = 1 << 17  # stage sums kept per table (~30 MB at most)
 
@@ -101,7 +101,7 @@ class CostTable:
 
     @classmethod
     def empty(cls, device: str, meta: dict[str, Any]) -> CostTable:
-        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED})
+        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in _REQUIRED})
         frame.index.name = "key"
         return cls(device, frame, dict(meta))
 
@@ -148,11 +148,11 @@ class CostTable:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise LglsearchError(f"table {path} is corrupt ({reason}); {rebuild}") from None
-        for column in REQUIRED:
+        for column in _REQUIRED:
             if column not in frame:
                 raise LglsearchError(f"table {path} has no `{column}` column; {rebuild}")
         numeric = frame.apply(pd.to_numeric, errors="coerce")
-        bad = numeric[REQUIRED[0]].isna() | (numeric[REQUIRED[0]] <= 0)
+        bad = numeric[_REQUIRED[0]].isna() | (numeric[_REQUIRED[0]] <= 0)
         if bad.any():
             raise LglsearchError(
                 f"table {path} is corrupt: row {frame.index[bad.to_numpy()][0]!r} has no positive latency_ms "

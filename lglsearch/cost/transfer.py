@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lglsearch.cost.metrics import error_summary
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.reference import OP_CLASSES
 from lglsearch.errors import LglsearchError
 

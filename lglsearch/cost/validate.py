@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.adb import AdbPhone, BenchmarkCommand
 from lglsearch.cost.devices import get_table
-from lglsearch.cost.metrics import error_summary
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner, time_anchored
 from lglsearch.cost.table import HOST, CostTable, user_tables_dir

@@ -29,7 +29,6 @@ __all__ = [
     "PatchEmbed",
     "SelfAttn",
     "StridedPick",
-    "make_propagation",
     "make_sampler",
 ]
 
@@ -104,7 +103,7 @@ def make_sampler(kind: str, sr: int) -> nn.Module:
     raise ValueError(f"unknown sampler {kind!r}")
 
 
-def make_propagation(kind: str, dim: int, sr: int) -> nn.Module:
+def _make_propagation(kind: str, dim: int, sr: int) -> nn.Module:
     """How (C, H/sr, W/sr) delegates are spread back to (C, H, W): `tconv`, `nearest`, `bilinear`."""
     if kind == "tconv":
         return nn.ConvTranspose2d(dim, dim, kernel_size=sr, stride=sr, groups=dim)
@@ -135,7 +134,7 @@ class GlobalSparseAttn(nn.Module):
         self.proj = linear_layer(dim, dim)
         if sr > 1:
             self.sampler = make_sampler(sampler, sr)
-            self.local_prop = make_propagation(propagation, dim, sr)
+            self.local_prop = _make_propagation(propagation, dim, sr)
             self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -52,6 +52,7 @@ def prepare_supernet(
         return WorkerSpec(space=space.to_dict(), data=data, noop=True), None, {"supernet": "none (no-op)"}
     if score_images < 0:
         raise LglsearchError(f"--score-images must be >= 0 (0 = the whole validation split), got {score_images}")
+    from lglsearch.train.data import PROXY
     from lglsearch.train.recipe import TrainConfig
     from lglsearch.train.supernet import load_supernet, train_supernet
 
@@ -85,7 +86,7 @@ def prepare_supernet(
         "supernet": str(directory),
         "supernet_epochs": trained_config.get("epochs"),
         "supernet_resolution": net.space.resolution,
-        "data": trained_config.get("data_source", data or "proxy"),
+        "data": trained_config.get("data_source", data or PROXY),
         "finetune_steps": options.finetune_steps,
         "finetune_repeats": options.finetune_repeats,
         "score_images": score_images,

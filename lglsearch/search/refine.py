@@ -26,9 +26,9 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from lglsearch._files import atomic_write_json
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write_json
 from lglsearch.rundir import UnreadableFile, read_json
 from lglsearch.search.execution import Executor, evaluations
 from lglsearch.search.pareto import trial_ranks

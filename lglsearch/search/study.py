@@ -27,11 +27,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from lglsearch._files import atomic_write
 from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import space_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
 from lglsearch.rundir import RECORD, RunDir, read_json
 from lglsearch.search.accuracy import ScoreOptions, prepare_supernet
 from lglsearch.search.execution import (
@@ -59,7 +59,7 @@ OPTUNA_SAMPLERS = ("nsga2", "tpe", "random")  # not space.SAMPLERS, the sparse-a
 RUN_FILE = RECORD
 STUDY_FILE = "study.journal"
 PRESETS_FILE = "presets.json"
-MAX_REJECTED_IN_A_ROW = 5000
+_MAX_REJECTED_IN_A_ROW = 5000
 
 
 @dataclass(frozen=True)
@@ -320,7 +320,7 @@ def _optimise(
                 trial.set_user_attr("rejected", price.over)
                 study.tell(trial, state=TrialState.PRUNED)
                 rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
-                if rejected_in_row >= MAX_REJECTED_IN_A_ROW:
+                if rejected_in_row >= _MAX_REJECTED_IN_A_ROW:
                     raise LglsearchError(
                         f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
                         "of this space for the sampler to find them. Raise the budget or narrow the space"

@@ -25,13 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
+from lglsearch._files import atomic_write
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_write
 
 __all__ = ["PROXY", "ImageData", "balanced_subset", "load_data", "loader", "make_proxy", "read_idx"]
 
 PROXY = "proxy"
-FASHION_MNIST_CLASSES = (
+_FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -51,7 +51,7 @@ _IDX_FILES = {
 }
 # the validation split moved from Fashion-MNIST's test images to its training images (disjoint from the
 # training subset) so that the 10,000 test images can judge the proxy; the training subset is unchanged
-PROXY_SOURCE = (
+_PROXY_SOURCE = (
     "embedded Fashion-MNIST subset (10,000 train / 5,000 val, both from its training images, "
     "class-balanced; Zalando SE, MIT)"
 )
@@ -213,7 +213,7 @@ def load_data(spec: str | Path | None, resolution: int) -> ImageData:
     if spec is None or str(spec) == PROXY:
         with np.load(_proxy_path()) as archive:
             arrays = {k: archive[k] for k in archive.files}
-        source = PROXY_SOURCE
+        source = _PROXY_SOURCE
         return _arrays(arrays, resolution, gray, source)
     path = Path(spec)
     if not path.is_dir():

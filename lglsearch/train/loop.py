@@ -32,15 +32,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lglsearch.errors import LglsearchError
+from lglsearch.train._distributed import Placement, average_gradients, placement
 from lglsearch.train.data import ImageData, loader
-from lglsearch.train.distributed import Placement, average_gradients, placement
 from lglsearch.train.recipe import Schedule
 from lglsearch.train.scoring import measure
 
 __all__ = [
     "Step",
     "Trained",
-    "epoch_loader",
     "fit",
     "make_optimizer",
     "steps_per_epoch",
@@ -71,7 +70,7 @@ class Trained:
         return last["val_top1"], last["val_top1_se"]
 
 
-def epoch_loader(data: ImageData, recipe: Schedule, epoch: int, where: Placement) -> DataLoader:
+def _epoch_loader(data: ImageData, recipe: Schedule, epoch: int, where: Placement) -> DataLoader:
     """This process's batches of an epoch: all of them alone, a disjoint shard under torchrun."""
     if where.world == 1:
         return loader(data.train, recipe.batch_size, recipe.seed + epoch, shuffle=True)
@@ -173,7 +172,7 @@ def fit(
             file=sys.stderr,
         )
         seen, losses, started = 0, [], time.perf_counter()
-        for index, (images, labels) in enumerate(epoch_loader(data, recipe, epoch, where)):
+        for index, (images, labels) in enumerate(_epoch_loader(data, recipe, epoch, where)):
             if index >= steps:
                 break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

@@ -1,6 +1,6 @@
 """How a network is trained: the supernet's `TrainConfig` and a stand-alone arch's `Recipe`.
 
-Both are checked when they are made (`check_schedule`), so a bad learning rate, batch size or
+Both are checked when they are made (`_check_schedule`), so a bad learning rate, batch size or
 epoch count is a one-line error before any data is read. `TrainConfig.key` names a trained
 supernet in the cache: it hashes exactly the fields below, so adding a field changes every key.
 """
@@ -19,7 +19,7 @@ from lglsearch.errors import LglsearchError
 if TYPE_CHECKING:
     from lglsearch.space import Space
 
-__all__ = ["Recipe", "Schedule", "TrainConfig", "check_schedule"]
+__all__ = ["Recipe", "Schedule", "TrainConfig"]
 
 
 class Schedule(Protocol):
@@ -36,7 +36,7 @@ class Schedule(Protocol):
     ema_decay: float | None  # None: no EMA
 
 
-def check_schedule(recipe: Schedule) -> None:
+def _check_schedule(recipe: Schedule) -> None:
     """Raise, naming the field and the fix, where `recipe` cannot train."""
     if recipe.epochs < 1:
         raise LglsearchError(f"epochs must be >= 1, got {recipe.epochs}; pass --epochs 1 or more")
@@ -81,7 +81,7 @@ class TrainConfig:
     ema_decay: ClassVar[float | None] = None
 
     def __post_init__(self) -> None:
-        check_schedule(self)
+        _check_schedule(self)
         if self.n_random < 0:
             raise LglsearchError(f"n_random must be >= 0, got {self.n_random}; 0 trains the largest and smallest only")
 
@@ -110,7 +110,7 @@ class Recipe:
     max_steps_per_epoch: int | None = None  # a quick mode for tests and demos
 
     def __post_init__(self) -> None:
-        check_schedule(self)
+        _check_schedule(self)
 
     @classmethod
     def of_supernet(cls, config: TrainConfig) -> Recipe:

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
+from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.supernet import Supernet
-from lglsearch.rng import seeded
 from lglsearch.space import Arch
 from lglsearch.train.data import ImageData, balanced_subset, loader
 from lglsearch.train.recipe import TrainConfig

@@ -6,11 +6,11 @@ label smoothing, no EMA), which the ranking benchmarks' committed results were t
 
 from __future__ import annotations
 
+from lglsearch._rng import seeded
 from lglsearch.nn import EdgeViT, build_model
-from lglsearch.rng import seeded
 from lglsearch.space import Arch
+from lglsearch.train._distributed import placement
 from lglsearch.train.data import ImageData
-from lglsearch.train.distributed import placement
 from lglsearch.train.loop import fit
 from lglsearch.train.recipe import Recipe, TrainConfig
 

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lglsearch._files import atomic_save_torch, atomic_write, cache_dir
+from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_save_torch, atomic_write, cache_dir
 from lglsearch.nn.supernet import Supernet
-from lglsearch.rng import seeded
 from lglsearch.space import Space, load_space
+from lglsearch.train._distributed import placement
 from lglsearch.train.checkpoint import load_training_checkpoint
 from lglsearch.train.data import ImageData, load_data, loader
-from lglsearch.train.distributed import placement
 from lglsearch.train.loop import fit, make_optimizer, steps_per_epoch
 from lglsearch.train.recipe import TrainConfig
 

@@ -21,24 +21,24 @@ from typing import Any
 
 import pandas as pd
 
+from lglsearch._files import atomic_save_torch, atomic_write, atomic_write_json
+from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
-from lglsearch.io import atomic_save_torch, atomic_write, atomic_write_json
 from lglsearch.nn import EdgeViT, build_model, load_checkpoint
 from lglsearch.nn.edgevit import TRAINING_SUMMARY as SUMMARY
 from lglsearch.nn.edgevit import checkpoint_filter_fn
-from lglsearch.rng import seeded
 from lglsearch.space import Arch
+from lglsearch.train._distributed import placement
 from lglsearch.train.checkpoint import load_training_checkpoint
 from lglsearch.train.data import ImageData, load_data
-from lglsearch.train.distributed import placement
 from lglsearch.train.loop import Trained, fit
 from lglsearch.train.recipe import Recipe
 
 __all__ = ["CHECKPOINT", "arch_and_data", "initial_weights", "train_arch"]
 
 CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.csv"
-ARCH = "arch.json"
+_METRICS = "metrics.csv"
+_ARCH = "arch.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,11 +152,11 @@ def train_arch(
     loaded = initial_weights(model, init) if init and state is None else init
     if where.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / ARCH, arch.to_json() + "\n")
+        atomic_write(out / _ARCH, arch.to_json() + "\n")
 
     def save(saved: dict[str, Any]) -> None:
         atomic_save_torch(saved | {"identity": identity, "arch": arch.to_dict()}, checkpoint)
-        atomic_write(out / METRICS, pd.DataFrame(saved["metrics"]).to_csv(index=False))
+        atomic_write(out / _METRICS, pd.DataFrame(saved["metrics"]).to_csv(index=False))
 
     if state is not None and state["epoch"] >= recipe.epochs:
         model.load_state_dict(checkpoint_filter_fn(state))  # the EMA weights first, as timm and export read it

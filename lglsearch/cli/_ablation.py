@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lglsearch.cli._args import ARCH_HELP, COUNT, NATURAL, SPACE_HELP, Ranged, add_space, space_of
-from lglsearch.cli.training import train_config
+from lglsearch.cli._training import train_config
 
 __all__ = ["add_parsers"]
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from lglsearch.io import atomic_save_torch, atomic_write, atomic_write_json
+from lglsearch._files import atomic_save_torch, atomic_write, atomic_write_json
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
