@@ -24,6 +24,7 @@ __all__ = [
     "hex_mask",
     "load_table",
     "regex",
+    "score_options",
     "space_of",
 ]
 
@@ -156,6 +157,20 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"score each arch on a class-balanced N of the validation images (default {SCORE_IMAGES}; 0 = all): "
         "more images give a smaller standard error at a proportional cost",
+    )
+
+
+def score_options(args: argparse.Namespace):  # -> ScoreOptions
+    """The options of `add_score_options`, with the command's --seed and --supernet."""
+    from lglsearch.search.accuracy import ScoreOptions
+
+    return ScoreOptions(
+        supernet=args.supernet,
+        data=args.data,
+        seed=args.seed,
+        finetune_steps=args.finetune_steps,
+        finetune_repeats=args.finetune_repeats,
+        score_images=args.score_images,
     )
 
 

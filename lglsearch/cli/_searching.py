@@ -6,7 +6,17 @@ import argparse
 import json
 import sys
 
-from lglsearch.cli._args import ARCH_HELP, COUNT, NATURAL, POSITIVE, Ranged, add_score_options, add_space, space_of
+from lglsearch.cli._args import (
+    ARCH_HELP,
+    COUNT,
+    NATURAL,
+    POSITIVE,
+    Ranged,
+    add_score_options,
+    add_space,
+    score_options,
+    space_of,
+)
 from lglsearch.errors import LglsearchError
 
 __all__ = ["add_parsers"]
@@ -67,7 +77,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from dataclasses import fields
     from pathlib import Path
 
     import pandas as pd
@@ -76,8 +85,26 @@ def cmd_search(args: argparse.Namespace) -> None:
     from lglsearch.search.pareto import front_frame
     from lglsearch.search.study import SearchConfig, default_out, run_search
 
-    # the options are named as the config's fields
-    config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig) if hasattr(args, f.name)})
+    scoring = score_options(args)
+    config = SearchConfig(
+        device=args.device,
+        budget_ms=args.budget_ms,
+        energy_budget_mj=args.energy_budget_mj,
+        space=args.space,
+        trials=args.trials,
+        sampler=args.sampler,
+        objectives=args.objectives,
+        population=args.population,
+        seed=scoring.seed,
+        supernet=scoring.supernet,
+        data=scoring.data,
+        finetune_steps=scoring.finetune_steps,
+        finetune_repeats=scoring.finetune_repeats,
+        score_images=scoring.score_images,
+        refine=args.refine,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
     out = Path(args.out) if args.out else default_out(config)
     try:
         run = run_search(config, out, resume=args.resume)
@@ -126,9 +153,7 @@ def _read_archs_file(path: str) -> list:  # -> list[Arch]
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from dataclasses import fields
-
-    from lglsearch.search.accuracy import ScoreOptions, score_archs
+    from lglsearch.search.accuracy import score_archs
     from lglsearch.space import parse_arch
 
     archs = [parse_arch(spec) for spec in args.arch or []]
@@ -136,8 +161,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         archs += _read_archs_file(path)
     if not archs:
         raise LglsearchError("nothing to score: give --arch SPEC or --archs FILE")
-    options = ScoreOptions(**{f.name: getattr(args, f.name) for f in fields(ScoreOptions)})  # options named alike
-    rows, provenance = score_archs(archs, space_of(args.space), options, space_spec=args.space, workers=args.workers)
+    rows, provenance = score_archs(
+        archs, space_of(args.space), score_options(args), space_spec=args.space, workers=args.workers
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -273,22 +273,9 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
-    from lglsearch.cost.table import HOST, CostTable, known_devices, table_path
+    from lglsearch.cost.devices import describe_devices
 
-    rows = []
-    for device in known_devices():
-        path = table_path(device)
-        if device == HOST and not path.with_suffix(".json").is_file():
-            rows.append(
-                {
-                    "device": HOST,
-                    "entries": 0,
-                    "method": "measured",
-                    "description": "this machine (not built yet: `lglsearch lut build --device host`)",
-                }
-            )
-            continue
-        rows.append(CostTable.load(path).describe() | {"path": str(path)})
+    rows = describe_devices()
     if args.json:
         print(json.dumps(rows))
         return

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from lglsearch.cost.build import host_table
 from lglsearch.cost.derive import with_derived_keys
 from lglsearch.cost.runner import OrtRunner
-from lglsearch.cost.table import HOST, CostTable
+from lglsearch.cost.table import HOST, CostTable, known_devices, table_path
 
-__all__ = ["Fill", "get_table"]
+__all__ = ["Fill", "describe_devices", "get_table"]
 
 Fill = Literal["none", "measure", "derive"]
 
@@ -49,3 +49,17 @@ def get_table(
         )
         table = with_derived_keys(table, keys, space_name or "keys of this run", runner=runner)
     return table
+
+
+def describe_devices() -> list[dict[str, Any]]:
+    """What `lglsearch devices` lists: each known table's `describe()` and path, and a row saying
+    how to build the host table before its first build."""
+    rows = []
+    for device in known_devices():
+        path = table_path(device)
+        if device == HOST and not path.with_suffix(".json").is_file():
+            description = "this machine (not built yet: `lglsearch lut build --device host`)"
+            rows.append({"device": HOST, "entries": 0, "method": "measured", "description": description})
+            continue
+        rows.append(CostTable.load(path).describe() | {"path": str(path)})
+    return rows
