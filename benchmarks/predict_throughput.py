@@ -1,10 +1,11 @@
 """Latency-prediction throughput: archs priced per second by `CostTable.predict` in batch.
 
 Samples N archs of the default space, then times `predict` on them twice: cold (empty stage
-cache, as at the start of a search) and warm (every stage already priced). Uses the host table
-(built on first use). Usage:
+cache, as at the start of a search) and warm (every stage already priced), `--repeats` times
+with a freshly loaded table each, and prints each time and the median: on a shared machine one
+second-long timing moves by tens of percent. Uses the host table (built on first use). Usage:
 
-    python benchmarks/predict_throughput.py [--archs 200000] [--seed 0]
+    python benchmarks/predict_throughput.py [--archs 200000] [--seed 0] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="cold and warm timings, each on a fresh table")
     args = parser.parse_args()
     space = load_space()
     host_table(space_ops(space), space_name=space.name)
@@ -32,15 +34,22 @@ def main() -> None:
     archs = [space.sample(rng) for _ in range(args.archs)]
     sampled = time.perf_counter() - start
     print(f"sampled {len(archs):,} archs ({len(set(archs)):,} distinct) in {sampled:.1f} s")
-    table = CostTable.load(table_path("host"))  # a fresh table: empty stage cache
-    for label in ("cold", "warm"):
-        start = time.perf_counter()
-        latency = table.predict(archs)["latency_ms"].to_numpy()
-        seconds = time.perf_counter() - start
-        print(
-            f"predict {label}: {len(archs) / seconds:,.0f} archs/s ({seconds:.2f} s for {len(archs):,}; "
-            f"latency {latency.min():.2f}-{latency.max():.2f} ms)"
-        )
+    rates: dict[str, list[float]] = {"cold": [], "warm": []}
+    for _ in range(args.repeats):
+        table = CostTable.load(table_path("host"))  # a fresh table: empty stage cache
+        for label, got in rates.items():
+            start = time.perf_counter()
+            latency = table.predict(archs)["latency_ms"].to_numpy()
+            seconds = time.perf_counter() - start
+            got.append(len(archs) / seconds)
+            print(
+                f"predict {label}: {got[-1]:,.0f} archs/s ({seconds:.2f} s for {len(archs):,}; "
+                f"latency {latency.min():.2f}-{latency.max():.2f} ms)"
+            )
+    if args.repeats > 1:
+        for label, got in rates.items():
+            spread = f"range {min(got):,.0f}-{max(got):,.0f}"
+            print(f"median {label}: {np.median(got):,.0f} archs/s over {len(got)} ({spread})")
 
 
 if __name__ == "__main__":
