@@ -50,11 +50,24 @@ __all__ = [
     "grid_sizes",
     "load_space",
     "parse_arch",
+    "runs_attention",
+    "runs_local",
 ]
 
 BLOCK_KINDS = ("lgl", "local", "global")
 """`lgl`: LocalAgg then SelfAttn (the reference block); `local`: LocalAgg only (convolutional);
 `global`: SelfAttn only (the reference's sr = 1 block)."""
+
+
+def runs_local(kind: str) -> bool:
+    """Whether a block of `kind` runs LocalAgg: lgl and local blocks."""
+    return kind in ("lgl", "local")
+
+
+def runs_attention(kind: str) -> bool:
+    """Whether a block of `kind` runs SelfAttn: lgl and global blocks."""
+    return kind in ("lgl", "global")
+
 
 _KIND_LETTERS = {"lgl": "L", "local": "C", "global": "G"}
 """One letter per kind for compact printing: L(GL), C(onvolutional), G(lobal)."""
@@ -102,9 +115,9 @@ class Stage:
     kinds: tuple[str, ...]
     # derived from `kinds` once, as pricing reads them for every stage of every arch
     n_local: int = dataclasses.field(init=False, repr=False, compare=False)
-    """How many blocks run LocalAgg: all but the `global` ones."""
+    """How many blocks run LocalAgg (`runs_local`)."""
     n_attn: int = dataclasses.field(init=False, repr=False, compare=False)
-    """How many blocks run SelfAttn: all but the `local` ones."""
+    """How many blocks run SelfAttn (`runs_attention`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -120,8 +133,8 @@ class Stage:
                 raise LglsearchError(f"unknown block kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
         if not self.mlp_ratio > 0:
             raise LglsearchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
-        object.__setattr__(self, "n_local", len(self.kinds) - self.kinds.count("global"))
-        object.__setattr__(self, "n_attn", len(self.kinds) - self.kinds.count("local"))
+        object.__setattr__(self, "n_local", sum(map(runs_local, self.kinds)))
+        object.__setattr__(self, "n_attn", sum(map(runs_attention, self.kinds)))
         if not self.has_attention:
             # sr and heads do nothing without attention: normalise so equal nets are equal archs
             object.__setattr__(self, "sr", 1)

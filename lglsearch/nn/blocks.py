@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from torch import nn
 
+from lglsearch.space import BLOCK_KINDS, runs_attention, runs_local
+
 # the reference's token norm (timm's ViT default) and patch-embedding norm
 TokenNorm = partial(nn.LayerNorm, eps=1e-6)
 PatchNorm = partial(LayerNorm2d, eps=1e-5)
@@ -201,14 +203,12 @@ class LGLBlock(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        if kind not in ("lgl", "local", "global"):  # anything else would silently be an identity block
-            raise ValueError(f"unknown block kind {kind!r}; use lgl, local or global")
+        if kind not in BLOCK_KINDS:  # anything else would silently be an identity block
+            raise ValueError(f"unknown block kind {kind!r}; use {', '.join(BLOCK_KINDS[:-1])} or {BLOCK_KINDS[-1]}")
         self.kind = kind
-        self.local_agg = LocalAgg(dim, mlp_ratio, drop_path) if kind in ("lgl", "local") else None
+        self.local_agg = LocalAgg(dim, mlp_ratio, drop_path) if runs_local(kind) else None
         self.self_attn = (
-            SelfAttn(dim, num_heads, mlp_ratio, sr, sampler, propagation, drop_path)
-            if kind in ("lgl", "global")
-            else None
+            SelfAttn(dim, num_heads, mlp_ratio, sr, sampler, propagation, drop_path) if runs_attention(kind) else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from lglsearch.nn.elastic import (
     ElasticSparseAttn,
     qkv_rows,
 )
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space
+from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space, runs_attention, runs_local
 
 __all__ = ["Supernet"]
 
@@ -41,10 +41,9 @@ class SuperBlock(nn.Module):
 
     def __init__(self, dim: int, mlp_ratio: float, srs: tuple[int, ...], kinds: tuple[str, ...]) -> None:
         super().__init__()
-        local = {"lgl", "local"} & set(kinds)
         self.local_agg = (
             LocalAgg(dim, mlp_ratio, norm_layer=ElasticBatchNorm2d, conv_layer=ElasticConv2d, mlp_layer=ElasticMlp)
-            if local
+            if any(map(runs_local, kinds))
             else None
         )
         self.self_attn = (
@@ -57,7 +56,7 @@ class SuperBlock(nn.Module):
                 attn_layer=partial(ElasticSparseAttn, srs=srs),
                 mlp_layer=ElasticMlp,
             )
-            if {"lgl", "global"} & set(kinds)
+            if any(map(runs_attention, kinds))
             else None
         )
 
@@ -110,9 +109,9 @@ class Supernet(nn.Module):
         for stage_mod, stage in zip(self.stages, self.arch.stages, strict=True):
             x = stage_mod.downsample(x)
             for block, kind in zip(stage_mod.blocks, stage.kinds, strict=False):
-                if kind in ("lgl", "local"):
+                if runs_local(kind):
                     x = block.local_agg(x)
-                if kind in ("lgl", "global"):
+                if runs_attention(kind):
                     x = block.self_attn(x)
         return self.head(self.norm(x).mean(dim=(2, 3)))
 
