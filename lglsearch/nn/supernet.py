@@ -31,7 +31,7 @@ from lglsearch.nn.elastic import (
     ElasticSparseAttn,
     qkv_rows,
 )
-from lglsearch.space import PATCH_STRIDE_LATER, PATCH_STRIDES_FIRST, Arch, Space, runs_attention, runs_local
+from lglsearch.space import Arch, Space, runs_attention, runs_local
 
 __all__ = ["Supernet"]
 
@@ -65,7 +65,7 @@ class SuperStage(nn.Module):
     def __init__(self, in_chans: int, space: Space, index: int) -> None:
         super().__init__()
         choices = space.stages[index]
-        patch = PATCH_STRIDES_FIRST if index == 0 else PATCH_STRIDE_LATER
+        patch = Arch.patch(index)
         dim, ratio = max(choices.width), max(choices.mlp_ratio)
         self.downsample = PatchEmbed(
             in_chans, dim, patch, conv_layer=ElasticConv2d, norm_layer=partial(ElasticLayerNorm2d, eps=1e-5)
