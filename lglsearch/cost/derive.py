@@ -197,7 +197,7 @@ def _with_keys(
         else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
             host = host or host_table(_host_keys(missing), runner=runner)
             table = table.with_rows(_derive_keys(missing, fitted, host).to_frame())
-    table = _with_modelled_energy(with_coverage(table, keys, space_name, host), power)
+    table = _with_modelled_energy(with_coverage(table, keys, space_name, host, model=fitted), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     return table
@@ -248,15 +248,24 @@ def _fit(
     return transfer, host, _meta(device, source + how, {"name": "transfer", **transfer.to_dict()}, len(pairs))
 
 
-def with_coverage(table: CostTable, keys: Sequence[str], space_name: str, host: CostTable | None = None) -> CostTable:
+def with_coverage(
+    table: CostTable,
+    keys: Sequence[str],
+    space_name: str,
+    host: CostTable | None = None,
+    *,
+    model: PhoneModel | None = None,
+) -> CostTable:
     """`table` with `keys` checked against what its stored phone model was fitted on: per key the
     count of things outside (column `outside_range`), and the space's summary in `meta["coverage"]`.
     A transfer table's host times come from the host table as it stands (none measured: a part
-    without one is left unchecked on host time, and the summary says so)."""
-    stored = table.phone_model()
-    if stored is None:
-        raise LglsearchError(f"the {table.device} table has no stored phone model to check its keys against")
-    model = _load_model(stored)
+    without one is left unchecked on host time, and the summary says so). `model` is the table's
+    model when the caller holds it already (it is read from the metadata otherwise)."""
+    if model is None:
+        stored = table.phone_model()
+        if stored is None:
+            raise LglsearchError(f"the {table.device} table has no stored phone model to check its keys against")
+        model = _load_model(stored)
     if isinstance(model, PhoneKernelModel):
         outside, summary = kernel_coverage(model, keys)
     else:
