@@ -129,17 +129,16 @@ def score_archs(
     spec, state, provenance = prepare_supernet(space, options, space_spec=space_spec, progress=progress)
     executor = make_executor(spec, state, workers, None)
     unique = list(dict.fromkeys(adapted))
-    scores: dict[int, tuple[Any, float]] = {}
+    by_id: dict[str, tuple[Any, float]] = {}
     bar = tqdm(total=len(unique), desc="score", unit="arch", disable=not progress, file=sys.stderr)
     started = time.perf_counter()
     try:
         for number, score, seconds in evaluations(executor, enumerate(unique)):
-            scores[number] = (score, seconds)
+            by_id[unique[number].id] = (score, seconds)
             bar.update(1)
     finally:
         bar.close()
         executor.close()
-    by_id = {arch.id: scores[n] for n, arch in enumerate(unique)}
     rows = []
     for arch in adapted:
         score, seconds = by_id[arch.id]
