@@ -18,7 +18,7 @@ no sampler to swap) or give the network of another variant; such variants are ke
 rows with the reason instead of being trained twice.
 
 `run_ablation` prices every variant first (device table, with missing op keys derived from the
-phone's stored transfer model or measured on the host; parameters, MACs; the whole deploy model
+phone's stored phone model or measured on the host; parameters, MACs; the whole deploy model
 timed here in onnxruntime, all variants interleaved), then trains each one with the same budget
 and seed (stand-alone, or one supernet over a space holding all variants) and writes each finished
 variant to ``results.json`` at once, so an interrupted study resumes where it stopped. The run
@@ -618,6 +618,7 @@ def _provenance(
         "device": table.device,
         "table": {k: table.meta.get(k) for k in ("description", "method", "source", "runtime", "threads")},
         "added_keys": len(state.added_keys),
+        "phone_model": (table.phone_model() or {}).get("name"),
         "heldout": (table.phone_model() or {}).get("heldout", {}),
         "energy": table.meta.get("energy", {}),
         "host": f"{cpu_name()}, onnxruntime {onnxruntime.__version__}, {runner.threads} thread(s), fp32, batch 1, "

@@ -370,7 +370,8 @@ def _ablation_provenance(m: dict[str, Any]) -> list[str]:
         errors = ", ".join(f"{c} {100 * h['mape']:.1f}%" for c, h in sorted(m["heldout"].items())) or "not stored"
         added = (
             f"{m['added_keys']} op key(s) of the variants were missing from the table and were derived with its "
-            f"stored transfer model, as `lglsearch lut derive` does (held-out MAPE per op class: {errors})."
+            f"stored {m.get('phone_model') or 'phone'} model, as `lglsearch lut derive` does (held-out MAPE per op "
+            f"class: {errors})."
         )
     training = (
         "each variant trained stand-alone from scratch"

@@ -273,6 +273,8 @@ def test_cli_ablate_derives_missing_phone_keys(tmp_path, capsys, small):
     assert CostTable.load("snapdragon888").missing(missing) == missing
     md = (tmp_path / "ablation.md").read_text()
     assert f"{len(missing)} op key(s) of the variants were missing from the table and were derived" in md
+    model = CostTable.load("snapdragon888").phone_model()["name"]
+    assert f"derived with its stored {model} model" in md  # the model the table holds, named
     rows = pd.read_csv(tmp_path / "ablation.csv")
     assert len(rows) == 7 and (rows["status"] == "done").all()
 
