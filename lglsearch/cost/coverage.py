@@ -124,7 +124,7 @@ def kernel_coverage(model: PhoneKernelModel, keys: Sequence[str]) -> tuple[pd.Se
 
 
 def extrapolated(table: CostTable, arch: Arch) -> dict[str, Any] | None:
-    """The op keys of `arch` that `table` prices outside its transfer model's fitted range, and
+    """The op keys of `arch` that `table` prices outside what its phone model was fitted on, and
     their share of the arch's latency; None for a table that does not record it (measured ones)."""
     if COLUMN not in table.frame:
         return None

@@ -86,7 +86,7 @@ class OpKey:
         raise NotImplementedError
 
     def parts(self) -> tuple[tuple[OpKey, str], ...]:
-        """(part, op class) of the op, for transferring host timings to a phone per class."""
+        """(part, op class) of the op, what a phone model prices per part and class."""
         if not self.priced:
             raise LglsearchError(f"{str(self)!r} is not an op of a network")
         return ((self, self.op_class),)
