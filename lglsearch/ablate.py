@@ -46,7 +46,7 @@ from lglsearch._files import atomic_write
 from lglsearch.cost.devices import get_table
 from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.runner import OrtRunner
-from lglsearch.cost.table import HOST, CostTable, table_path
+from lglsearch.cost.table import CostTable
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.nn import build_model
@@ -280,13 +280,6 @@ def variant_space(archs: Sequence[Arch], *, name: str = "ablation") -> Space:
 # -- pricing ------------------------------------------------------------------------------------
 
 
-def _lacking(device: str, keys: Sequence[str]) -> list[str]:
-    """The keys `device`'s table lacks now; an unknown device or a broken table is an error."""
-    if device == HOST and not table_path(HOST).with_suffix(".json").is_file():
-        return sorted(set(keys))  # built on first use
-    return CostTable.load(device).missing(keys)
-
-
 def _host_ms(archs: Sequence[Arch], runner: OrtRunner) -> dict[str, float]:
     """Median whole-model latency of each deploy arch here, all timed in the same interleaved rounds."""
     timings = runner.time({a.id: (build_model(a), (1, 3, a.resolution, a.resolution)) for a in archs})
@@ -417,14 +410,12 @@ def run_ablation(
     config = config or TrainConfig()
     if train not in _TRAININGS:
         raise LglsearchError(f"unknown training {train!r}; use one of {', '.join(_TRAININGS)}")
-    if config.epochs < 1:
-        raise LglsearchError(f"epochs must be >= 1, got {config.epochs}")
     space = space or load_space()
     found = variants(study, base, space, train_resolution=config.resolution)
     runnable = [v for v in found if v.skip is None]
     # fail early: device and data are checked before anything is written or trained
     keys = sorted({k for v in runnable for k in arch_ops(v.arch)})
-    lacking = _lacking(device, keys)
+    lacking = get_table(device, fill="none").missing(keys)  # an unknown device or broken table fails here
     data = load_data(config.data, config.resolution)
     config = dataclasses.replace(config, space=None)
     arguments = {
