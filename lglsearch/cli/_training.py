@@ -117,15 +117,15 @@ def train_config(args: argparse.Namespace, space: str | None = None):  # -> Trai
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> None:
+    import dataclasses
     from pathlib import Path
 
-    from lglsearch.train.recipe import TrainConfig
     from lglsearch.train.supernet import epochs_for_minutes, train_supernet
 
     config = train_config(args, space=args.space)
     if args.minutes is not None:
         epochs = epochs_for_minutes(config, args.minutes, accelerator=args.accelerator)
-        config = TrainConfig(**{**config.__dict__, "epochs": epochs})
+        config = dataclasses.replace(config, epochs=epochs)
         print(f"lglsearch: {args.minutes:g} minutes on this machine fit {epochs} epoch(s)", file=sys.stderr)
     trained = train_supernet(config, Path(args.out) if args.out else None, accelerator=args.accelerator)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
