@@ -63,6 +63,7 @@ _KERNEL_TYPES = (
     "conv",  # dense convolution, kernel > 1
     "conv1x1",  # dense pointwise convolution
     "dwconv",  # depthwise convolution
+    "gconv",  # grouped convolution, 1 < groups < channels (ResNeXt, RegNet)
     "tconv",  # transposed convolution (EdgeViT's depthwise propagation)
     "fc",  # dense layer (TFLite FULLY_CONNECTED)
     "matmul",  # batched matmul of two activations (attention's Q K^T and A V)
@@ -77,11 +78,13 @@ _KERNEL_TYPES = (
     "layout",  # copies: transposes made contiguous, strided slices
 )
 
-_COMPUTE_TYPES = frozenset({"conv", "conv1x1", "dwconv", "tconv", "fc", "matmul"})
+_COMPUTE_TYPES = frozenset({"conv", "conv1x1", "dwconv", "gconv", "tconv", "fc", "matmul"})
+_CONV_TYPES = frozenset({"conv", "conv1x1", "dwconv", "gconv", "tconv"})
 """Kernel types whose cost has a MACs term."""
 
 _FALLBACK = {
     "conv": "conv1x1",  # im2col + GEMM: priced per MAC as a pointwise conv
+    "gconv": "conv",  # one GEMM per group
     "conv1x1": "fc",
     "fc": "conv1x1",  # both are one GEMM in TFLite
     "matmul": "fc",
@@ -130,6 +133,11 @@ _ACTIVATIONS = frozenset(
     | {"tanh", "exp", "rsqrt", "sqrt", "silu"}
 )
 _FUSABLE_ACTIVATIONS = frozenset({"relu", "relu_", "hardtanh", "hardtanh_"})  # TFLite fused RELU / RELU6
+_COPIES = frozenset(
+    {"clone", "copy_", "contiguous", "_to_copy", "constant_pad_nd", "reflection_pad2d", "replication_pad2d"}
+    | {"index", "index_select", "gather", "roll", "flip", "repeat", "pixel_shuffle", "pixel_unshuffle"}
+)
+"""Ops that move data without arithmetic: TFLite's TRANSPOSE, PAD, GATHER, TILE, DEPTH_TO_SPACE ..."""
 _BATCHNORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm"})
 _POOLS = frozenset({"mean", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "amax"})
 
@@ -211,7 +219,7 @@ class _Recorder(TorchDispatchMode):
                 kind, macs = "tconv", x.numel() * weight.shape[1] * window
             else:
                 depthwise = groups > 1 and groups == x.shape[1]
-                kind = "dwconv" if depthwise else ("conv1x1" if window == 1 else "conv")
+                kind = "dwconv" if depthwise else "gconv" if groups > 1 else "conv1x1" if window == 1 else "conv"
                 macs = out.numel() * weight.shape[1] * window
                 if not depthwise:
                     gemm = (int(groups), int(out[0, 0].numel()), int(weight.shape[0]), int(weight.shape[1] * window))
@@ -233,7 +241,7 @@ class _Recorder(TorchDispatchMode):
                 gemm,
             )
         if name in _BATCHNORMS:
-            if self._made_by(args[0]) in ("conv", "conv1x1", "dwconv", "tconv"):
+            if self._made_by(args[0]) in _CONV_TYPES:
                 return None  # folded into the convolution by the TFLite converter
             return self._simple("batchnorm", name, args[:1], out)
         if name in _FUSABLE_ACTIVATIONS and self._made_by(args[0]) in _COMPUTE_TYPES | {"elementwise"}:
@@ -254,8 +262,10 @@ class _Recorder(TorchDispatchMode):
             return self._simple("gelu", name, args[:1], out)
         if name in ("upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d"):
             return self._simple("resize", name, args[:1], out)
-        if name in ("clone", "copy_", "contiguous", "_to_copy"):
+        if name in _COPIES:
             return self._simple("layout", name, args[:1], out)
+        if name in ("cat", "stack"):  # every input is copied into the output
+            return self._simple("layout", name, list(args[0]), out)
         raise LglsearchError(
             f"aten op {name!r} has no kernel type; map it in lglsearch/cost/kernels.py "
             f"(types: {', '.join(_KERNEL_TYPES)})"
@@ -419,7 +429,7 @@ class KernelModel:
                     why[name] = float(f"{value / hi:.4g}")
                 elif value < lo * (1 - 1e-9):
                     why[name] = float(f"{value / lo:.4g}")
-            if kernel.type in ("conv", "conv1x1", "dwconv", "tconv") and kernel.k not in seen["k"]:
+            if kernel.type in _CONV_TYPES and kernel.k not in seen["k"]:
                 why["k"] = kernel.k
             if why:
                 found.append({"type": kernel.type, **why})
