@@ -6,7 +6,13 @@ every op key of the shipped spaces timed on this machine, the host table, resuma
 op key of the shipped spaces and writes `<out>/<device>.csv/.json`. Usage:
 
     python benchmarks/derive_phone_tables.py --reference-dir ../shared/data/phone-luts [--model kernel]
-        [--per-class 600] [--out latency_tables]
+        [--per-class 600] [--out latency_tables] [--whole-models ../shared/data]
+
+With --whole-models (the shipped tables; needs `pip install pytorchcv transformers`) the model is
+the joint one: each phone's blocks with the Pixel 4's measured networks (`whole_models.py`), on
+the other phones rescaled by that phone's median speed ratio to the Pixel 4 on their common
+reference blocks; the development figures of `whole_models/results.json` (candidate C) are stored
+with each table, labelled with the phone they were measured on.
 
 Without --reference-dir it reuses each shipped table's stored model: it derives only the keys a
 table lacks and models every row's energy again.
@@ -15,10 +21,15 @@ table lacks and models every row's energy again.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+from whole_models import RUNTIMES, load_dev, measured_sets
+
 from lglsearch.cost.derive import MODELS, derive_table, with_coverage
+from lglsearch.cost.joint import JointKernelModel, speed_ratio
+from lglsearch.cost.reference import load_reference
 from lglsearch.cost.ops import space_ops
 from lglsearch.space import PRESETS, load_space
 
@@ -36,12 +47,21 @@ def main() -> None:
     parser.add_argument("--model", choices=MODELS, help="default: kernel with --reference-dir, else each table's own")
     parser.add_argument("--per-class", type=int, help="default: 600 for the kernel model, 300 for the transfer")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "latency_tables")
+    parser.add_argument("--whole-models", type=Path, help="../shared/data: fit the joint model with its networks")
     args = parser.parse_args()
+    dev = load_dev(args.whole_models) if args.whole_models else None
+    figures = json.loads((Path(__file__).resolve().parent / "whole_models" / "results.json").read_text())
     spaces = [load_space(), load_space("tiny")]
     keys = sorted({k for space in spaces for k in space_ops(space)})
     print(f"{len(keys)} op keys of spaces {', '.join(s.name for s in spaces)}")
     for device, file in FILES.items():
         start = time.perf_counter()
+        networks = []
+        if dev is not None:
+            ratio = speed_ratio(
+                load_reference(args.reference_dir / file), load_reference(args.reference_dir / FILES["snapdragon855"])
+            )
+            networks = measured_sets(dev, scale=1.0 if device == "snapdragon855" else round(ratio, 4))
         table = derive_table(
             device,
             keys,
@@ -50,7 +70,12 @@ def main() -> None:
             model=args.model,
             per_class=args.per_class,
             out=args.out,
+            networks=networks,
+            runtime=RUNTIMES["vit"] if networks else None,
         )
+        if networks:  # the development figures, measured on the Pixel 4 (benchmarks/whole_models.py)
+            model = JointKernelModel.from_dict(table.phone_model()).with_errors(_whole_errors(figures, device))
+            table.meta["model"] = model.to_dict()
         table.meta["spaces"] = [s.name for s in spaces]
         table.meta["coverage"] = {}  # derive_table checked the union of the spaces' keys: check each space
         for space in spaces:
@@ -61,7 +86,7 @@ def main() -> None:
         print(f"\n{device}: {len(table)} entries in {seconds:.0f} s; held-out error of the {model['name']} model:")
         print("| class | n | within +-10% | within +-5% | MAPE |")
         print("|---|---|---|---|---|")
-        for op_class, h in sorted(model["heldout"].items()):
+        for op_class, h in sorted(model.get("heldout", {}).items()):
             print(
                 f"| {op_class} | {h['n']} | {100 * h['within_10pct']:.0f}% | {100 * h['within_5pct']:.0f}% | "
                 f"{100 * h['mape']:.1f}% |"
@@ -78,6 +103,22 @@ def main() -> None:
         for name, arch in PRESETS.items():
             latency, energy = table.cost(arch)
             print(f"{name}: {latency:.2f} ms" + ("" if energy != energy else f", {energy:.2f} mJ"))
+
+
+def _whole_errors(figures: dict, device: str) -> dict:
+    """The whole-network figures of candidate C, said of the phone they were measured on."""
+    pixel4 = device == "snapdragon855"
+    return {
+        "whole_networks": {
+            "measured_on": "Google Pixel 4 (snapdragon855), one Cortex-A76 core, TFLite fp32",
+            "data": "development: 102 CNNs (TFLite 2.10) and 19 ViTs (TFLite 2.15) of Li et al., EdgeSys 2024",
+            "protocol": "each network predicted by a fit that saw none of its family (benchmarks/RESULTS.md)",
+            "this_phone": "measured here" if pixel4 else "none measured: the Pixel 4's networks, rescaled by this "
+            "phone's median speed ratio on the common reference blocks, entered the fit; these figures are the "
+            "Pixel 4's",
+            "leave_one_family_out": figures["candidates"]["C"]["summary"],
+        }
+    }
 
 
 if __name__ == "__main__":

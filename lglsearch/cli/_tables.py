@@ -85,6 +85,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object of the summary")
     _adb_options(p, "time the whole models on this phone over adb, with the runner of `lut build --adb`")
     p.add_argument("--threads", type=COUNT, help="with --adb: threads on the phone (default: the table's)")
+    p.add_argument(
+        "--measured",
+        metavar="FILE.csv",
+        help="instead, price networks measured elsewhere: columns model (an .onnx path or timm:NAME), latency_ms",
+    )
     p.set_defaults(func=cmd_lut_validate)
 
 
@@ -216,9 +221,35 @@ def cmd_lut_import(args: argparse.Namespace) -> None:
         )
 
 
+def _validate_measured(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lglsearch.cost.validate import record_validation, validate_measured, validation_path
+
+    table, result = validate_measured(args.device, args.measured, progress=not args.json)
+    name = f"measured:{Path(args.measured).name}"
+    note = record_validation(table, name, result.summary, replace=args.replace)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    s = result.summary
+    if args.json:
+        print(json.dumps(s))
+        return
+    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"\n{s['n']} networks of {args.measured} on {table.device}: {100 * s['within_10pct']:.0f}% / "
+        f"{100 * s['within_20pct']:.0f}% / {100 * s['within_30pct']:.0f}% within +-10/20/30%, MAPE "
+        f"{100 * s['mape']:.1f}%, median predicted/measured {s['median_ratio']:.3f}, Spearman {s['spearman']:.3f}; "
+        f"stored as {name} in {validation_path(table.device).with_suffix('.json')}"
+    )
+
+
 def cmd_lut_validate(args: argparse.Namespace) -> None:
     from lglsearch.cost.validate import record_validation, validate_host_table, validate_phone_table, validation_path
 
+    if args.measured:
+        _validate_measured(args)
+        return
     space = space_of(args.space)
     if args.adb:
         from lglsearch.cost.adb import AdbPhone
@@ -289,6 +320,13 @@ def cmd_devices(args: argparse.Namespace) -> None:
             )
             print(f"{pad}source: {row.get('source')}")
         for space, v in (row.get("validation") or {}).items():
+            if space.startswith("measured:"):
+                print(
+                    f"{pad}validated on {v['n']} networks of {space[9:]}: {100 * v['within_20pct']:.0f}% within "
+                    f"+-20%, {100 * v.get('within_30pct', float('nan')):.0f}% within +-30%, MAPE "
+                    f"{100 * v['mape']:.1f}%, Spearman {v['spearman']:.3f}"
+                )
+                continue
             print(
                 f"{pad}validated on {v['n']} archs of {space}"
                 + (f" timed on the phone ({v['adb_serial']})" if "adb_serial" in v else "")
@@ -300,9 +338,26 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 f"{pad}held-out error ({row['model']} model), {op_class}: {100 * v['within_10pct']:.0f}% within "
                 f"+-10% (n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
+        if row.get("model"):  # a derived table: how its phone model does on whole networks
+            _print_whole_networks(row.get("whole_networks"), pad)
         if row.get("heldout"):
             _print_model_reach(row, pad)
         _print_energy(row.get("energy") or {}, pad)
+
+
+def _print_whole_networks(errors: dict | None, pad: str) -> None:
+    """How the table's phone model prices whole networks measured on a phone (development figures)."""
+    if not errors:
+        print(f"{pad}whole-network error: not measured (the phone model was fitted on blocks only)")
+        return
+    for group, e in errors["leave_one_family_out"].items():
+        print(
+            f"{pad}whole-network error, {e['n']} {group.upper()}s on {errors['measured_on'].split(',')[0]}, each "
+            f"family left out: {100 * e['within_20pct']:.0f}% within +-20%, {100 * e['within_25pct']:.0f}% within "
+            f"+-25%, MAPE {100 * e['mape']:.0f}%, Spearman {e['spearman']:.3f} (development data)"
+        )
+    if errors["this_phone"] != "measured here":
+        print(f"{pad}  this phone: {errors['this_phone']}")
 
 
 def _print_model_reach(row: dict, pad: str) -> None:

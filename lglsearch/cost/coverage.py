@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lglsearch.cost.joint import JointKernelModel
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module, op_parts
 from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
 from lglsearch.cost.table import CostTable
@@ -85,7 +86,9 @@ def range_coverage(
     return series, summary
 
 
-def kernel_coverage(model: PhoneKernelModel, keys: Sequence[str]) -> tuple[pd.Series, dict[str, Any]]:
+def kernel_coverage(
+    model: PhoneKernelModel | JointKernelModel, keys: Sequence[str]
+) -> tuple[pd.Series, dict[str, Any]]:
     """(per key, the count of its parts' kernels priced outside what the fits saw; a summary per
     kernel type: kernels, those outside, the type they were priced as, sizes past the range)."""
     found: dict[str, list[dict[str, Any]]] = {}  # each part once, though keys share parts

@@ -31,8 +31,9 @@ import pandas as pd
 
 from lglsearch.cost.build import host_table
 from lglsearch.cost.coverage import COLUMN, kernel_coverage, part_features, range_coverage
+from lglsearch.cost.joint import JointKernelModel, MeasuredSet
 from lglsearch.cost.ops import op_parts
-from lglsearch.cost.phone_kernels import PhoneKernelModel
+from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
 from lglsearch.cost.power import PhonePower, phone_power
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
@@ -50,10 +51,11 @@ __all__ = [
     "with_derived_keys",
 ]
 
-MODELS = ("kernel", "transfer")
-"""The phone models a table can be derived with (the first is the default; see the module docstring)."""
+MODELS = ("kernel", "transfer", "joint")
+"""The phone models a table can be derived with (kernel is the default without measured networks,
+joint with them; see the module docstring)."""
 
-DEFAULT_PER_CLASS = {"kernel": 600, "transfer": 300}
+DEFAULT_PER_CLASS = {"kernel": 600, "transfer": 300, "joint": 600}
 """Reference blocks sampled per op class: the kernel model times nothing, the transfer times each."""
 
 _NN_METER = (
@@ -111,11 +113,17 @@ def _sample_reference(reference: dict[str, float], per_class: int, seed: int) ->
     return sample
 
 
-PhoneModel = PhoneKernelModel | TransferModel
+PhoneModel = PhoneKernelModel | TransferModel | JointKernelModel
+
+_READERS = {
+    "kernel": PhoneKernelModel.from_dict,
+    "transfer": TransferModel.from_dict,
+    "joint": JointKernelModel.from_dict,
+}
 
 
 def _load_model(stored: Mapping[str, Any]) -> PhoneModel:
-    return PhoneKernelModel.from_dict(stored) if stored["name"] == "kernel" else TransferModel.from_dict(stored)
+    return _READERS[stored["name"]](stored)
 
 
 def _derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
@@ -142,17 +150,28 @@ def derive_table(
     holdout: float = 0.2,
     seed: int = 0,
     out: Path | None = None,
+    networks: Sequence[MeasuredSet] = (),
+    runtime: str | None = None,
 ) -> CostTable:
-    """A phone's table for `keys`; fits the phone model (`model`, default kernel) when given the
-    phone's reference file, else reuses the one stored with the device's existing table."""
+    """A phone's table for `keys`; fits the phone model (`model`, default kernel, joint when given
+    measured `networks`) when given the phone's reference file, else reuses the one stored with the
+    device's existing table. `runtime` names which of the networks' runtimes the joint model prices."""
     if device not in PHONES:
         raise LglsearchError(f"no reference phone named {device!r}; derivable phones: {', '.join(PHONES)}")
     if model is not None and model not in MODELS:
         raise LglsearchError(f"unknown phone model {model!r}; models: {', '.join(MODELS)}")
     power = phone_power(device)  # a missing power figure stops it before any work
+    if model == "joint" and not networks:
+        raise LglsearchError(
+            "the joint model is fitted on measured whole networks too; give them (--measured FILE.csv)"
+        )
+    if networks and model not in (None, "joint"):
+        raise LglsearchError(f"measured networks are fitted by the joint model only, not the {model} model")
     if reference_path is not None:
-        name = model or "kernel"
-        fitted, host, meta = _fit(device, name, Path(reference_path), keys, runner, per_class, holdout, seed)
+        name = model or ("joint" if networks else "kernel")
+        fitted, host, meta = _fit(
+            device, name, Path(reference_path), keys, runner, per_class, holdout, seed, networks, runtime
+        )
         table = _with_keys(CostTable.empty(device, meta), fitted, keys, space_name, power, runner=runner, host=host)
     else:
         table = CostTable.load(device)
@@ -192,7 +211,7 @@ def _with_keys(
 ) -> CostTable:
     missing = table.missing(keys)
     if missing:
-        if isinstance(fitted, PhoneKernelModel):
+        if not isinstance(fitted, TransferModel):
             table = table.with_rows(fitted.price_keys(missing).to_frame())
         else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
             host = host or host_table(_host_keys(missing), runner=runner)
@@ -212,12 +231,14 @@ def _fit(
     per_class: int | None,
     holdout: float,
     seed: int,
+    networks: Sequence[MeasuredSet] = (),
+    runtime: str | None = None,
 ) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
     """(the fitted model, the host table it timed or None, the new table's metadata)."""
     if not 0 < holdout < 1:
         raise LglsearchError(f"--holdout must be in (0, 1), got {holdout}")
     per_class = per_class or DEFAULT_PER_CLASS[name]
-    needed = (PhoneKernelModel.blocks_needed if name == "kernel" else TransferModel.pairs_needed)(holdout)
+    needed = (TransferModel.pairs_needed if name == "transfer" else PhoneKernelModel.blocks_needed)(holdout)
     if per_class < needed:
         raise LglsearchError(
             f"--per-class {per_class} is too few to fit a class and hold out {holdout:g} of it; "
@@ -226,6 +247,13 @@ def _fit(
     reference = load_reference(reference_path)
     sample = _sample_reference(reference, per_class, seed)
     source = _NN_METER.format(file=reference_path.name)
+    if name == "joint":
+        blocks = [reference_kernels(k) for k in sample]
+        joint = JointKernelModel.fit(blocks, [reference[k] for k in sample], networks, runtime=runtime)
+        counts = ", ".join(f"{n} networks on {r}" for r, n in joint.sources["networks"].items())
+        how = f"; priced per kernel by lglsearch's joint kernel model fitted on {len(sample)} blocks and {counts}"
+        meta = _meta(device, source + how, joint.to_dict(), len(sample))
+        return joint, None, meta | {"runtime": f"TFLite fp32, priced as {joint.runtime} (see the model's factors)"}
     if name == "kernel":
         fitted = PhoneKernelModel.fit(reference, sample, holdout=holdout, seed=seed)
         how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(sample)} of its blocks"
@@ -266,7 +294,7 @@ def with_coverage(
         if stored is None:
             raise LglsearchError(f"the {table.device} table has no stored phone model to check its keys against")
         model = _load_model(stored)
-    if isinstance(model, PhoneKernelModel):
+    if not isinstance(model, TransferModel):
         outside, summary = kernel_coverage(model, keys)
     else:
         host = host or host_table(measure=False)

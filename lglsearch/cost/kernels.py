@@ -362,10 +362,16 @@ class KernelModel:
 
     @classmethod
     def fit(
-        cls, blocks: Sequence[Sequence[Kernel]], latency_ms: Sequence[float], terms: Terms = kernel_terms
+        cls,
+        blocks: Sequence[Sequence[Kernel]],
+        latency_ms: Sequence[float],
+        terms: Terms = kernel_terms,
+        weights: Sequence[float] | None = None,
     ) -> KernelModel:
-        """Non-negative least squares on the relative error of each block's latency."""
+        """Non-negative least squares on the relative error of each block's latency, each block's
+        squared error weighted by `weights` (default: all 1)."""
         y = np.asarray(latency_ms, float)
+        w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, float))
         if len(blocks) != len(y) or not len(y):
             raise LglsearchError(f"{len(blocks)} blocks and {len(y)} latencies: give one latency per block")
         if not np.all(np.isfinite(y) & (y > 0)):
@@ -373,10 +379,10 @@ class KernelModel:
         found = {_column(k.type, term) for block in blocks for k in block for term, v in terms(k).items() if v}
         order = ("block", *_KERNEL_TYPES, "shared")
         columns = (("block", "constant"), *sorted(found, key=lambda c: (order.index(c[0]), c[1])))
-        design = design_rows(blocks, columns, terms=terms) / y[:, None]
+        design = design_rows(blocks, columns, terms=terms) * (w / y)[:, None]
         norms = np.linalg.norm(design, axis=0)
         norms[norms == 0] = 1.0
-        solution, _ = nnls(design / norms, np.ones(len(y)), maxiter=50 * design.shape[1])
+        solution, _ = nnls(design / norms, w, maxiter=50 * design.shape[1])
         return cls(columns, solution / norms, _seen(blocks), terms)
 
     def priced_as(self, kind: str) -> str:

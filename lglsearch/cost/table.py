@@ -216,6 +216,7 @@ class CostTable:
             "model": model.get("name"),
             "heldout": model.get("heldout"),
             "leave_one_kind_out": model.get("leave_one_kind_out"),
+            "whole_networks": (model.get("errors") or {}).get("whole_networks"),
             "coverage": self.meta.get("coverage"),
         }
 

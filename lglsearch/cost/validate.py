@@ -47,6 +47,7 @@ __all__ = [
     "sample_archs",
     "validate",
     "validate_host_table",
+    "validate_measured",
     "validate_on_phone",
     "validate_phone_table",
     "validation_path",
@@ -211,6 +212,40 @@ def validate_phone_table(
     )
     result = validate_on_phone(table, labelled, phone=phone, bench=bench, progress=progress)
     return table, _stamped(result, space, seed)
+
+
+def validate_measured(device: str, csv: str | Path, *, progress: bool = True) -> tuple[CostTable, Validation]:
+    """The networks of a measured CSV (`cost.measured`: ONNX files or timm names with their ms on
+    the device) priced, kernel by kernel, with `device`'s table and compared with their ms. The CSV
+    and the table are checked before any network is built."""
+    from lglsearch.cost.measured import load_measured, network_kernels
+    from lglsearch.cost.pricing import network_model, price_kernels
+
+    networks = load_measured(csv)
+    table = get_table(device, fill="none")
+    model = network_model(table)
+    prices = [
+        price_kernels(model, network_kernels(n))
+        for n in tqdm(networks, desc="pricing networks", unit="net", disable=not progress, file=sys.stderr)
+    ]
+    measured = np.array([n.latency_ms for n in networks])
+    predicted = np.array([p.latency_ms for p in prices])
+    rows = pd.DataFrame(
+        {
+            "model": [n.model for n in networks],
+            "runtime": [n.runtime for n in networks],
+            "predicted_ms": predicted,
+            "measured_ms": measured,
+            "error_pct": 100 * (predicted / measured - 1),
+            "outside_share": [p.outside_share for p in prices],
+        }
+    )
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    summary = error_summary(predicted, measured) | {
+        "method": f"networks measured elsewhere ({Path(csv).name}), priced as {model.runtime}",
+        "date": now,
+    }
+    return table, Validation(rows, summary)
 
 
 def validation_path(device: str) -> Path:

@@ -1,0 +1,111 @@
+"""Any network priced on a phone: its kernels (from an ONNX graph or a PyTorch module), each at the
+cost the phone table's model fitted, summed.
+
+This is the pricing path for networks that are not op keys of the search space (`predict --onnx`,
+`lut validate --measured`): the same kernel split (`kernels.decompose`, `graph.onnx_kernels`) and
+the same per-kernel costs the table's op keys were priced with. A price says what it is made of:
+ms per kernel type, the types priced as another (a type the fit never saw), and the share of the
+latency priced outside the sizes the fit saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lglsearch.cost.joint import JointKernelModel
+from lglsearch.cost.kernels import Kernel, decompose
+from lglsearch.cost.phone_kernels import PhoneKernelModel
+from lglsearch.cost.table import CostTable
+from lglsearch.errors import LglsearchError
+
+__all__ = ["Price", "network_model", "price_kernels", "price_module", "price_onnx", "summary_line"]
+
+
+@dataclass(frozen=True)
+class Price:
+    latency_ms: float
+    by_type: Mapping[str, float]
+    """ms per kernel type (the invocation constant under "constant")."""
+    kernels: int
+    priced_as: Mapping[str, str]
+    """Kernel types the fit never saw, and the type each was priced as."""
+    outside_share: float
+    """Share of `latency_ms` from kernels outside the types or sizes the fit saw."""
+    runtime: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": round(self.latency_ms, 4),
+            "by_type": {k: round(v, 4) for k, v in sorted(self.by_type.items(), key=lambda kv: -kv[1])},
+            "kernels": self.kernels,
+            "priced_as": dict(self.priced_as),
+            "outside_share": round(self.outside_share, 4),
+            "runtime": self.runtime,
+        }
+
+
+def network_model(table: CostTable) -> JointKernelModel:
+    """The model of `table` that prices any network. A table derived with the per-class kernel model
+    prices networks with its all-class fit (the classes are op-key classes, which a graph lacks)."""
+    stored = table.phone_model()
+    if stored is None:
+        raise LglsearchError(
+            f"the {table.device} table holds measured op keys only, no kernel model to price a network with; "
+            "use a derived phone table (lglsearch devices lists them)"
+        )
+    if stored.get("name") == "joint":
+        return JointKernelModel.from_dict(stored)
+    if stored.get("name") == "kernel":
+        base = PhoneKernelModel.from_dict(stored).base
+        return JointKernelModel(base, {"reference blocks": 1.0}, "reference blocks")
+    raise LglsearchError(
+        f"the {table.device} table's {stored.get('name')} model prices op keys only, not networks; "
+        f"derive it with the joint or kernel model (lglsearch lut derive --device {table.device} --model joint)"
+    )
+
+
+def price_kernels(model: JointKernelModel, kernels: Sequence[Kernel]) -> Price:
+    """The price of one network made of `kernels`."""
+    if not kernels:
+        raise LglsearchError("the network has no kernel to price (an empty graph?)")
+    costs = model.kernel_costs(kernels)
+    by_type: dict[str, float] = {"constant": model.constant * model.factor}
+    outside = 0.0
+    priced_as = {}
+    for kernel, cost in zip(kernels, costs, strict=True):
+        by_type[kernel.type] = by_type.get(kernel.type, 0.0) + float(cost)
+        as_type = model.model.priced_as(kernel.type)
+        if as_type != kernel.type:
+            priced_as[kernel.type] = as_type
+        if model.model.outside([kernel]):
+            outside += float(cost)
+    total = float(sum(by_type.values()))
+    return Price(total, by_type, len(kernels), priced_as, outside / total if total > 0 else 0.0, model.runtime)
+
+
+def price_module(model: JointKernelModel, module: torch.nn.Module, shape: Sequence[int]) -> Price:
+    """The price of a PyTorch module run on an input of `shape` (batch 1)."""
+    return price_kernels(model, decompose(module, shape))
+
+
+def price_onnx(model: JointKernelModel, path: str | Path, input_shape: Sequence[int] | None = None) -> Price:
+    """The price of an ONNX model's graph."""
+    from lglsearch.cost.graph import onnx_kernels  # onnx is imported only when a graph is priced
+
+    return price_kernels(model, onnx_kernels(path, input_shape))
+
+
+def summary_line(price: Price) -> str:
+    """One line for a user: ms, the top kernel types, what was priced as what, the share outside."""
+    top = sorted(price.by_type.items(), key=lambda kv: -kv[1])[:4]
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in top)
+    as_ = "; ".join(f"{k} as {v}" for k, v in price.priced_as.items()) or "none"
+    return (
+        f"{price.latency_ms:.1f} ms ({price.runtime}) from {price.kernels} kernels [{parts} ms]; "
+        f"priced as another type: {as_}; {100 * price.outside_share:.0f}% outside the fitted sizes"
+    )

@@ -1,0 +1,135 @@
+"""Whole networks priced on a phone: the joint kernel model, the pricing path, measured CSVs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from lglsearch.cli import main
+from lglsearch.cost.joint import JointKernelModel, MeasuredSet, speed_ratio
+from lglsearch.cost.kernels import Kernel, KernelModel, decompose
+from lglsearch.cost.measured import load_measured
+from lglsearch.cost.pricing import network_model, price_kernels
+from lglsearch.cost.table import CostTable
+from lglsearch.errors import LglsearchError
+
+
+def _net(rng: np.random.Generator, kinds: tuple[str, ...] = ("conv1x1", "fc", "gelu")) -> list[Kernel]:
+    """A random network of kernels of `kinds`."""
+    kernels = []
+    for _ in range(int(rng.integers(3, 12))):
+        kind = str(rng.choice(kinds))
+        mb = float(rng.uniform(0.05, 3.0))
+        macs = float(rng.uniform(1e5, 5e7)) if kind != "gelu" else 0.0
+        weights = float(rng.uniform(1e3, 1e6)) if kind != "gelu" else 0.0
+        kernels.append(Kernel(kind, macs, mb * 1e6 + weights, weights, "test"))
+    return kernels
+
+
+def _truth(kernels: list[Kernel]) -> float:
+    """A known cost: per MMAC, per activation MB, per GELU MB, plus a constant."""
+    cost = 0.2
+    for k in kernels:
+        mb = (k.bytes - k.weights) / 1e6
+        cost += 0.05 * k.macs / 1e6 + 0.1 * mb + (1.5 * mb if k.type == "gelu" else 0.0)
+    return cost
+
+
+def test_joint_fit_recovers_known_costs_and_runtime_factors() -> None:
+    rng = np.random.default_rng(0)
+    blocks = [_net(rng) for _ in range(60)]
+    slow = [_net(rng) for _ in range(30)]
+    fast = [_net(rng) for _ in range(30)]
+    model = JointKernelModel.fit(
+        blocks,
+        [_truth(b) for b in blocks],
+        [
+            MeasuredSet("slow", slow, [1.3 * _truth(n) for n in slow]),
+            MeasuredSet("fast", fast, [0.8 * _truth(n) for n in fast]),
+        ],
+        runtime="fast",
+        rounds=50,  # the alternation converges geometrically: exact here, within 1% at the default 6
+    )
+    assert model.factors["slow"] == pytest.approx(1.3, rel=1e-3)
+    assert model.factors["fast"] == pytest.approx(0.8, rel=1e-3)
+    new = [_net(rng) for _ in range(10)]
+    np.testing.assert_allclose(model.predict(new), [0.8 * _truth(n) for n in new], rtol=1e-3)
+    again = JointKernelModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_allclose(again.predict(new), model.predict(new), rtol=1e-12)
+
+
+def test_joint_fit_refuses_an_unknown_runtime_and_a_malformed_store() -> None:
+    rng = np.random.default_rng(1)
+    nets = [_net(rng) for _ in range(5)]
+    with pytest.raises(LglsearchError, match="none of the fitted"):
+        JointKernelModel.fit([], [], [MeasuredSet("a", nets, [_truth(n) for n in nets])], runtime="b")
+    with pytest.raises(LglsearchError, match="malformed"):
+        JointKernelModel.from_dict({"name": "joint", "kernels": {}, "factors": {}, "runtime": "x"})
+
+
+def test_speed_ratio_is_the_median_over_common_blocks() -> None:
+    assert speed_ratio({"a": 2.0, "b": 4.0, "c": 9.0}, {"a": 1.0, "b": 1.0, "d": 1.0}) == 3.0
+    with pytest.raises(LglsearchError, match="share no block"):
+        speed_ratio({"a": 1.0}, {"b": 1.0})
+
+
+def test_a_price_adds_up_and_names_what_was_priced_as_another_type() -> None:
+    rng = np.random.default_rng(2)
+    nets = [_net(rng, ("conv1x1", "fc", "elementwise")) for _ in range(40)]
+    model = JointKernelModel(KernelModel.fit(nets, [_truth(n) for n in nets]), {"r": 1.0}, "r")
+    kernels = _net(np.random.default_rng(3)) + [Kernel("gelu", 0.0, 1e6, 0.0, "gelu")]
+    price = price_kernels(model, kernels)
+    assert math.isclose(sum(price.by_type.values()), price.latency_ms, rel_tol=1e-9)
+    assert math.isclose(price.latency_ms, float(model.predict([kernels])[0]), rel_tol=1e-9)
+    assert price.priced_as.get("gelu") == model.model.priced_as("gelu") != "gelu"
+    assert price.outside_share > 0  # a GELU is a type the fit never saw
+
+
+def test_a_shipped_table_prices_any_module_as_the_sum_of_its_kernels() -> None:
+    table = CostTable.load("snapdragon855")
+    model = network_model(table)
+    with torch.device("meta"):
+        net = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    kernels = decompose(net, (1, 3, 64, 64))
+    price = price_kernels(model, kernels)
+    assert price.kernels == len(kernels) and price.latency_ms > 0
+    assert price.by_type["conv"] > 0 and price.runtime in model.factors
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("model,latency_ms\ntimm:resnet18,-3\n", "row 2: latency_ms '-3'"),
+        ("model,latency_ms\ntimm:resnet18,inf\n", "positive finite"),
+        ("model,latency_ms\ntimm:resnet18,abc\n", "positive finite"),
+        ("model,latency_ms\ntimm:no_such_net,3\n", "timm has no model 'no_such_net'"),
+        ("model,latency_ms\nmissing.onnx,3\n", "missing.onnx does not exist"),
+        ("model,latency_ms\nkeras:foo,3\n", "neither an .onnx file"),
+        ("model,ms\ntimm:resnet18,3\n", "lacks column"),
+        ("model,latency_ms,input_size\ntimm:resnet18,3,100000\n", "input_size"),
+        ("model,latency_ms,args\ntimm:resnet18,3,[1]\n", "not a JSON object"),
+    ],
+)
+def test_a_measured_csv_is_checked_row_by_row_before_any_work(tmp_path, text: str, match: str) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text(text)
+    with pytest.raises(LglsearchError, match=match):
+        load_measured(csv)
+
+
+def test_validate_measured_prices_each_network_and_stores_the_figures(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "nets.csv"
+    csv.write_text(
+        'model,latency_ms,input_size,args\ntimm:resnet18,60,96,"{""num_classes"": 10}"\ntimm:mobilenetv2_100,20,96,\n'
+    )
+    assert main(["lut", "validate", "--device", "snapdragon855", "--measured", str(csv), "--json"]) in (None, 0)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 2 and 0 <= summary["within_20pct"] <= 1 and summary["median_ratio"] > 0
+    stored = CostTable.load("snapdragon855").meta["validation"]["measured:nets.csv"]
+    assert stored["n"] == 2 and stored["mape"] == pytest.approx(summary["mape"])
