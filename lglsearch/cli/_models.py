@@ -1,4 +1,4 @@
-"""`predict`, `export` and `space`: what an arch or a space is, and the arch as an ONNX model."""
+"""`predict`, `export` and `space`: what an arch or a space is, and the arch as an ONNX or TFLite model."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export an arch's model to ONNX and check it in onnxruntime")
+    p = sub.add_parser(
+        "export", help="export an arch's model to ONNX (checked in onnxruntime) and/or TFLite (checked in LiteRT)"
+    )
     p.add_argument("--arch", required=True, metavar="SPEC", help=ARCH_HELP)
     p.add_argument("--checkpoint", metavar="FILE", help="state dict of this project's or the reference model")
-    p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
+    p.add_argument("--onnx", metavar="OUT", help="ONNX file to write")
+    p.add_argument(
+        "--tflite",
+        metavar="OUT",
+        help='TFLite file to write (fp32, batch 1; needs the extra: pip install "lglsearch[tflite]")',
+    )
     p.add_argument("--opset", type=Ranged(int, 17), default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument(
         "--exporter",
@@ -90,24 +97,36 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from lglsearch.export import export_arch, read_checkpoint
+    from lglsearch.errors import LglsearchError
+    from lglsearch.export import export_arch, export_arch_tflite, read_checkpoint, require_litert
     from lglsearch.space import parse_arch
 
+    if not (args.onnx or args.tflite):
+        raise LglsearchError("export needs a file to write: give --onnx OUT.onnx, --tflite OUT.tflite or both")
+    if args.tflite:
+        require_litert()  # a missing extra fails before any export work
     arch = parse_arch(args.arch)
     if args.space:
         space_of(args.space).validate(arch)
     state = read_checkpoint(args.checkpoint) if args.checkpoint else None
-    result = export_arch(
-        arch,
-        args.onnx,
-        state_dict=state,
-        source=f"checkpoint {args.checkpoint}",
-        opset=args.opset,
-        exporter=args.exporter,
-    )
     weights = f"weights from {args.checkpoint}" if args.checkpoint else "random weights (no --checkpoint)"
-    print(f"wrote {result.path} (arch {arch.id}, opset {result.opset}, {weights})")
-    print(f"onnxruntime vs torch: max |diff| = {result.max_abs_diff:.2e}")
+    if args.onnx:
+        result = export_arch(
+            arch,
+            args.onnx,
+            state_dict=state,
+            source=f"checkpoint {args.checkpoint}",
+            opset=args.opset,
+            exporter=args.exporter,
+        )
+        print(f"wrote {result.path} (arch {arch.id}, opset {result.opset}, {weights})")
+        print(f"onnxruntime vs torch: max |diff| = {result.max_abs_diff:.2e}")
+    if args.tflite:
+        lite = export_arch_tflite(arch, args.tflite, state_dict=state, source=f"checkpoint {args.checkpoint}")
+        ops = ", ".join(f"{name} {n}" for name, n in sorted(lite.ops.items(), key=lambda item: -item[1]))
+        print(f"wrote {lite.path} (arch {arch.id}, TFLite fp32, {weights})")
+        print(f"LiteRT vs torch: max |diff| = {lite.max_abs_diff:.2e}")
+        print(f"TFLite ops ({sum(lite.ops.values())}): {ops}")
 
 
 def cmd_space(args: argparse.Namespace) -> None:

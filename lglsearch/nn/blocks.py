@@ -11,6 +11,7 @@ supernet runs these same forwards with its elastic layers (`lglsearch.nn.elastic
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -25,6 +26,7 @@ TokenNorm = partial(nn.LayerNorm, eps=1e-6)
 PatchNorm = partial(LayerNorm2d, eps=1e-5)
 
 __all__ = [
+    "DepthwisePatchSpread",
     "GlobalSparseAttn",
     "LGLBlock",
     "LocalAgg",
@@ -105,10 +107,50 @@ def make_sampler(kind: str, sr: int) -> nn.Module:
     raise ValueError(f"unknown sampler {kind!r}")
 
 
+class DepthwisePatchSpread(nn.Module):
+    """The reference's propagation, ConvTranspose2d(dim, dim, kernel = stride = sr, groups = dim),
+    as a broadcast multiply: each delegate scales its own sr x sr patch of weights, then the bias.
+
+    With kernel = stride the patches do not overlap, so out[b, c, i*sr + a, j*sr + e] =
+    x[b, c, i, j] * weight[c, 0, a, e] + bias[c]: one multiply per output element, as the
+    transposed convolution. Why not the convolution itself: TFLite's TRANSPOSE_CONV has no groups,
+    so the converter splits a depthwise one into a SLICE and a TRANSPOSE_CONV per channel (540 of
+    each in edgevit_xxs); this form converts to RESHAPE, MUL, ADD (benchmarks/tflite_propagation.py).
+    Parameters, their names, shapes and init are the ConvTranspose2d's, so checkpoints and seeded
+    models are unchanged.
+    """
+
+    def __init__(self, dim: int, sr: int) -> None:
+        super().__init__()
+        self.sr = sr
+        self.weight = nn.Parameter(torch.empty(dim, 1, sr, sr))  # ConvTranspose2d's (in, out / groups, k, k)
+        self.bias = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.ConvTranspose2d's init (torch's _ConvNd.reset_parameters), draw for draw
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, dim, height, width = x.shape
+        sr = self.sr
+        # (B, C, h, 1, w, 1) x (1, C, 1, sr, 1, sr): the 6-D broadcast keeps NCHW, so the converter
+        # adds no transposes (a pixel_shuffle or a channels-last form each cost two more)
+        patches = x.reshape(batch, dim, height, 1, width, 1) * self.weight.reshape(1, dim, 1, sr, 1, sr)
+        return patches.reshape(batch, dim, height * sr, width * sr) + self.bias.reshape(1, dim, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, sr={self.sr}"
+
+
 def _make_propagation(kind: str, dim: int, sr: int) -> nn.Module:
     """How (C, H/sr, W/sr) delegates are spread back to (C, H, W): `tconv`, `nearest`, `bilinear`."""
     if kind == "tconv":
-        return nn.ConvTranspose2d(dim, dim, kernel_size=sr, stride=sr, groups=dim)
+        return DepthwisePatchSpread(dim, sr)
     if kind in ("nearest", "bilinear"):
         return nn.Upsample(scale_factor=sr, mode=kind)
     raise ValueError(f"unknown propagation {kind!r}")
