@@ -37,6 +37,7 @@ left-out kind within the issue's aim, because the kinds disagree about what the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,10 +128,10 @@ _VIEWS = frozenset(
         "_reshape_alias",
     }
 )
-_ELEMENTWISE = frozenset({"add", "add_", "sub", "mul", "mul_", "div", "neg", "where", "clamp", "clamp_min"})
+_ELEMENTWISE = frozenset({"add", "add_", "sub", "mul", "mul_", "div", "neg", "where", "clamp", "clamp_min", "pow"})
 _ACTIVATIONS = frozenset(
     {"hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "relu", "relu_", "hardtanh", "hardtanh_"}
-    | {"tanh", "exp", "rsqrt", "sqrt", "silu"}
+    | {"tanh", "exp", "rsqrt", "sqrt", "silu", "erf", "log", "reciprocal", "leaky_relu", "elu", "softplus", "mish"}
 )
 _FUSABLE_ACTIVATIONS = frozenset({"relu", "relu_", "hardtanh", "hardtanh_"})  # TFLite fused RELU / RELU6
 _COPIES = frozenset(
@@ -139,7 +140,9 @@ _COPIES = frozenset(
 )
 """Ops that move data without arithmetic: TFLite's TRANSPOSE, PAD, GATHER, TILE, DEPTH_TO_SPACE ..."""
 _BATCHNORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm"})
-_POOLS = frozenset({"mean", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "amax"})
+_POOLS = frozenset(
+    {"mean", "sum", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "amax", "amin"}
+)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ class _Recorder(TorchDispatchMode):
         self._producer: dict[int, str] = {}  # id of an output tensor -> the kernel type that made it
         self._weights = {id(w) for w in weights}  # parameters and buffers, and views of them
         self._alive: list[Any] = list(weights)  # keeps tracked tensors alive, so that their ids stay unique
+        self._made: dict[int, int] = {}  # id of a kernel's output -> its index in `kernels`
+        self._biasless: set[int] = set()  # indices of convolutions without a bias
 
     def _made_by(self, tensor: Any) -> str | None:
         return self._producer.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
@@ -187,20 +192,43 @@ class _Recorder(TorchDispatchMode):
             for view in outs:
                 if producer is not None:
                     self._mark(view, producer)
+                    self._stands_for(view, source)
                 if isinstance(source, torch.Tensor) and id(source) in self._weights:
                     self._weights.add(id(view))
                     self._alive.append(view)
+            return out
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if tensors and all(id(t) in self._weights for t in tensors):  # weights only: the converter folds it
+            for tensor in outs:
+                self._weights.add(id(tensor))
+                self._alive.append(tensor)
             return out
         kernel = self._kernel(name, args, outs[0])
         if kernel is None:  # folded or fused into its producer: the output stands for the producer's
             producer = self._made_by(args[0])
             if producer is not None and isinstance(outs[0], torch.Tensor):
                 self._mark(outs[0], producer)
+                self._stands_for(outs[0], args[0])
             return out
         self.kernels.append(kernel)
         if isinstance(outs[0], torch.Tensor):
             self._mark(outs[0], kernel.type)
+            self._made[id(outs[0])] = len(self.kernels) - 1
+        if name == "convolution" and args[2] is None:
+            self._biasless.add(len(self.kernels) - 1)
         return out
+
+    def _stands_for(self, tensor: torch.Tensor, source: Any) -> None:
+        """`tensor` (a view, or a folded op's output) stands for the kernel that made `source`."""
+        if id(source) in self._made:
+            self._made[id(tensor)] = self._made[id(source)]
+
+    def _add_weights(self, output: Any, nbytes: float) -> None:
+        """Weights folded into the kernel that made `output` (a folded BatchNorm's bias, a dense bias)."""
+        index = self._made.get(id(output))
+        if index is not None:
+            k = self.kernels[index]
+            self.kernels[index] = dataclasses.replace(k, bytes=k.bytes + nbytes, weights=k.weights + nbytes)
 
     def _mark(self, tensor: torch.Tensor, kind: str) -> None:
         self._producer[id(tensor)] = kind
@@ -241,12 +269,17 @@ class _Recorder(TorchDispatchMode):
                 gemm,
             )
         if name in _BATCHNORMS:
-            if self._made_by(args[0]) in _CONV_TYPES:
-                return None  # folded into the convolution by the TFLite converter
+            if self._made_by(args[0]) in _CONV_TYPES:  # folded into the convolution by the TFLite converter,
+                index = self._made.get(id(args[0]))  # which gains the fold's bias if it had none
+                if index in self._biasless:
+                    self._biasless.discard(index)
+                    self._add_weights(args[0], 4.0 * args[0].shape[1])
+                return None
             return self._simple("batchnorm", name, args[:1], out)
         if name in _FUSABLE_ACTIVATIONS and self._made_by(args[0]) in _COMPUTE_TYPES | {"elementwise"}:
             return None
         if name in ("add", "add_") and _is_bias(args) and self._made_by(args[0]) in ("fc", "matmul"):
+            self._add_weights(args[0], _nbytes(args[1]))
             return None  # the dense layer's bias
         if name in _ACTIVATIONS:
             return self._simple("activation", name, args[:1], out)
@@ -254,6 +287,10 @@ class _Recorder(TorchDispatchMode):
             return self._simple("elementwise", name, args, out)
         if name in ("_softmax", "_safe_softmax", "softmax"):
             return self._simple("softmax", name, args[:1], out)
+        if name == "constant_pad_nd" and not any(args[1]):
+            return None  # a zero pad moves nothing
+        if name == "native_group_norm":
+            return self._simple("layernorm", name, args[:3], out)
         if name in ("native_layer_norm", "layer_norm"):
             return self._simple("layernorm", name, (args[0], *args[2:4]), out)
         if name in _POOLS:
