@@ -120,6 +120,37 @@ def _energy_method(meta: dict[str, Any]) -> str:
     return str((meta.get("energy") or {}).get("method", "as imported")).split(" (")[0]
 
 
+def _whole_network_lines(model: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """How the table's phone model does on whole networks measured on a phone, and what it priced as what."""
+    if not model:  # a measured table: its validation speaks for it
+        return []
+    errors = (model.get("errors") or {}).get("whole_networks")
+    if not errors:
+        return ["  - whole-network error: not measured for this table's model (fitted on blocks only)."]
+    lines = [
+        f"  - whole-network error, {v['n']} {group.upper()}s measured on {errors['measured_on']}, each family left "
+        f"out of the fit: {100 * v['within_20pct']:.0f}% within +-20%, {100 * v['within_25pct']:.0f}% within +-25%, "
+        f"MAPE {100 * v['mape']:.0f}%, Spearman {v['spearman']:.3f} (development data)"
+        for group, v in errors["leave_one_family_out"].items()
+    ]
+    lines.append(
+        f"  - read every latency here as +-{errors['band_pct']}% ({errors['band']})"
+        + ("" if errors["this_phone"] == "measured here" else f"; this phone: {errors['this_phone']}")
+        + "."
+    )
+    priced_as = sorted(
+        {
+            f"{kind} as {e['priced_as']}"
+            for c in (meta.get("coverage") or {}).values()
+            for kind, e in (c.get("by_type") or {}).items()
+            if "priced_as" in e
+        }
+    )
+    if priced_as:
+        lines.append(f"  - kernel types the fit never saw, priced as another: {', '.join(priced_as)}.")
+    return lines
+
+
 def _provenance(run: SearchRun) -> list[str]:
     meta, prov = run.table.meta, run.provenance
     lines = [
@@ -133,12 +164,14 @@ def _provenance(run: SearchRun) -> list[str]:
             f"  - held-out error ({model['name']} model), {op_class}: {100 * v['within_10pct']:.0f}% within +-10%, "
             f"MAPE {100 * v['mape']:.1f}% ({v['n']} blocks)"
         )
+    lines += _whole_network_lines(model, meta)
     energy = meta.get("energy") or {}
     if energy.get("method") == "modelled":
         basis = f"; {energy['power_method']}" if energy.get("power_method") else ""
         lines.append(
             f"- Energy: modelled, not measured: {energy.get('formula')}, {energy.get('power_w')} W "
-            f"({energy.get('power_source')}){basis}."
+            f"({energy.get('power_source')}){basis}. Latency times one power figure is a rescaling of latency: "
+            "as a search objective it adds nothing to latency until a table has measured energy."
         )
     else:
         lines.append(f"- Energy: none on this device ({energy.get('why', 'the table has no energy_mj')}).")

@@ -133,3 +133,27 @@ def test_validate_measured_prices_each_network_and_stores_the_figures(tmp_path, 
     assert summary["n"] == 2 and 0 <= summary["within_20pct"] <= 1 and summary["median_ratio"] > 0
     stored = CostTable.load("snapdragon855").meta["validation"]["measured:nets.csv"]
     assert stored["n"] == 2 and stored["mape"] == pytest.approx(summary["mape"])
+
+
+def test_predict_onnx_prices_the_graph_with_the_tables_model(tmp_path, capsys) -> None:
+    from lglsearch.cost.graph import onnx_kernels
+    from lglsearch.export import export_onnx
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    path = export_onnx(net, torch.randn(1, 3, 64, 64), tmp_path / "r18.onnx")
+    assert main(["predict", "--onnx", str(path), "--device", "snapdragon855", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = price_kernels(network_model(CostTable.load("snapdragon855")), onnx_kernels(path))
+    assert result["latency_ms"] == pytest.approx(expected.latency_ms, abs=1e-4)  # printed to 4 decimals
+    assert sum(result["by_type"].values()) == pytest.approx(result["latency_ms"], rel=1e-3)
+    assert result["kernels"] == expected.kernels and 0 <= result["outside_share"] <= 1
+
+
+def test_predict_onnx_refuses_what_it_cannot_price(tmp_path, capsys) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    assert main(["predict", "--onnx", str(junk), "--device", "snapdragon855"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "junk.onnx" in err and len(err.splitlines()) == 1
+    assert main(["predict", "--onnx", str(junk)]) == 2
+    assert "--device" in capsys.readouterr().err

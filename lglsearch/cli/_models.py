@@ -11,8 +11,17 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="parameters and MACs of an arch")
-    p.add_argument("--arch", required=True, metavar="SPEC", help=ARCH_HELP)
+    p = sub.add_parser("predict", help="parameters and MACs of an arch, or the phone latency of any ONNX model")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--arch", metavar="SPEC", help=ARCH_HELP)
+    what.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="price any network's graph, kernel by kernel, with the --device table's phone model",
+    )
+    p.add_argument(
+        "--input-shape", metavar="N,C,H,W", help="with --onnx: the input's shape where the graph leaves it open"
+    )
     add_space(p, "check that the arch belongs to this space")
     p.add_argument("--device", metavar="D", help="also predict latency (and energy) from this device's table")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,10 +57,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.onnx:
+        _predict_onnx(args)
+        return
     import math
 
     from lglsearch.cost.coverage import extrapolated
     from lglsearch.cost.ops import arch_ops
+    from lglsearch.cost.pricing import arch_kernels, network_model, price_kernels, whole_network_band
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
 
@@ -74,6 +87,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         outside = extrapolated(table, arch)
         if outside is not None:  # ops priced by clamped extrapolation, where the held-out error does not speak
             result["outside_fitted_range"] = outside
+        band = whole_network_band(table)
+        if band is not None:
+            result["band_pct"] = band
+        if table.phone_model() and table.phone_model().get("name") != "transfer":
+            price = price_kernels(network_model(table), arch_kernels(arch))
+            result |= {"by_kernel_type": price.to_dict()["by_type"], "priced_as": dict(price.priced_as)}
     result["arch"] = arch.to_dict()
     if args.json:
         print(json.dumps(result))
@@ -82,18 +101,70 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"params   {counts.params:,} ({counts.params_m:.3f} M)")
     print(f"MACs     {counts.macs:,} ({counts.macs_g:.3f} G, conv + matmul, batch 1)")
     if args.device:
+        band = f" +-{result['band_pct']}%" if "band_pct" in result else ""
         print(
-            f"latency  {result['latency_ms']:.3f} ms on {table.device} ({table.meta.get('method', '?')}, "
+            f"latency  {result['latency_ms']:.3f} ms{band} on {table.device} ({table.meta.get('method', '?')}, "
             f"{table.meta.get('runtime', '?')} {table.meta.get('threads', '?')} thread(s))"
         )
+        if band:
+            print(
+                f"         {band.strip()}: the band that held 80% of the ViTs measured on a phone, each family left "
+                "out of the fit (lglsearch devices)"
+            )
+        if "by_kernel_type" in result:
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(result["by_kernel_type"].items())[:5])
+            as_ = "; ".join(f"{k} as {v}" for k, v in result["priced_as"].items()) or "none"
+            print(f"kernels  {top} ms; priced as another type: {as_}")
         if "energy_mj" in result:
-            print(f"energy   {result['energy_mj']:.3f} mJ ({result['energy_method'] or 'as imported'})")
-        if result.get("outside_fitted_range", {}).get("ops"):
+            print(
+                f"energy   {result['energy_mj']:.3f} mJ ({result['energy_method'] or 'as imported'}"
+                + (
+                    ": latency x one power figure, a rescaling of latency)"
+                    if result["energy_method"] == "modelled"
+                    else ")"
+                )
+            )
+        if not band and result.get("outside_fitted_range", {}).get("ops"):
             outside = result["outside_fitted_range"]
             print(
                 f"note     {len(outside['ops'])} op(s), {100 * outside['latency_share']:.1f}% of the latency, priced "
                 "outside what the table's phone model was fitted on (extrapolated; see `lglsearch devices`)"
             )
+
+
+def _predict_onnx(args: argparse.Namespace) -> None:
+    from lglsearch.cost.devices import get_table
+    from lglsearch.cost.pricing import network_model, price_onnx, summary_line
+    from lglsearch.errors import LglsearchError
+
+    if not args.device:
+        raise LglsearchError("--onnx prices a graph on a phone: name its table with --device (see lglsearch devices)")
+    shape = None
+    if args.input_shape:
+        try:
+            shape = [int(d) for d in args.input_shape.split(",")]
+        except ValueError:
+            raise LglsearchError(
+                f"--input-shape {args.input_shape!r} is not whole numbers; write e.g. 1,3,224,224"
+            ) from None
+    table = get_table(args.device, fill="none")
+    model = network_model(table)  # a table that cannot price a graph says so before the graph is read
+    price = price_onnx(model, args.onnx, shape)
+    result = {"model": str(args.onnx), "device": table.device} | price.to_dict()
+    result["whole_network_error"] = model.errors.get("whole_networks", "not measured for this table")
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.onnx} on {table.device}: {summary_line(price)}")
+    errors = model.errors.get("whole_networks")
+    if errors:
+        for group, e in errors["leave_one_family_out"].items():
+            print(
+                f"  whole-network error ({group.upper()}s on {errors['measured_on'].split(',')[0]}, leave one family "
+                f"out): {100 * e['within_25pct']:.0f}% within +-25%, MAPE {100 * e['mape']:.0f}%"
+            )
+    else:
+        print("  whole-network error: not measured for this table's model (no measured network was fitted)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -19,11 +19,22 @@ import torch
 
 from lglsearch.cost.joint import JointKernelModel
 from lglsearch.cost.kernels import Kernel, decompose
-from lglsearch.cost.phone_kernels import PhoneKernelModel
+from lglsearch.cost.ops import arch_ops, op_parts
+from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
+from lglsearch.space import Arch
 
-__all__ = ["Price", "network_model", "price_kernels", "price_module", "price_onnx", "summary_line"]
+__all__ = [
+    "Price",
+    "arch_kernels",
+    "network_model",
+    "price_kernels",
+    "price_module",
+    "price_onnx",
+    "summary_line",
+    "whole_network_band",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,17 @@ def network_model(table: CostTable) -> JointKernelModel:
         f"the {table.device} table's {stored.get('name')} model prices op keys only, not networks; "
         f"derive it with the joint or kernel model (lglsearch lut derive --device {table.device} --model joint)"
     )
+
+
+def whole_network_band(table: CostTable) -> int | None:
+    """The +-% band around a latency that the table's whole-network check supports (None: not checked)."""
+    errors = ((table.phone_model() or {}).get("errors") or {}).get("whole_networks") or {}
+    return errors.get("band_pct")
+
+
+def arch_kernels(arch: Arch) -> list[Kernel]:
+    """The kernels of an arch as its op keys split into them: what its table price is the sum of."""
+    return [k for key in arch_ops(arch) for part, _ in op_parts(key) for k in part_kernels(part)]
 
 
 def price_kernels(model: JointKernelModel, kernels: Sequence[Kernel]) -> Price:
