@@ -82,7 +82,7 @@ def test_a_price_adds_up_and_names_what_was_priced_as_another_type() -> None:
     rng = np.random.default_rng(2)
     nets = [_net(rng, ("conv1x1", "fc", "elementwise")) for _ in range(40)]
     model = JointKernelModel(KernelModel.fit(nets, [_truth(n) for n in nets]), {"r": 1.0}, "r")
-    kernels = _net(np.random.default_rng(3)) + [Kernel("gelu", 0.0, 1e6, 0.0, "gelu")]
+    kernels = [*_net(np.random.default_rng(3)), Kernel("gelu", 0.0, 1e6, 0.0, "gelu")]
     price = price_kernels(model, kernels)
     assert math.isclose(sum(price.by_type.values()), price.latency_ms, rel_tol=1e-9)
     assert math.isclose(price.latency_ms, float(model.predict([kernels])[0]), rel_tol=1e-9)
