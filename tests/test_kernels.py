@@ -27,7 +27,9 @@ def test_a_preset_decomposes_into_exactly_its_counted_macs():
     kernels = [k for key in arch_ops(arch) for k in decompose(op_module(key), op_input_shape(key))]
     # the propagation's multiplies are counted as MACs (as the reference's transposed convolution's
     # are), and run as one broadcast multiply per sparse attention: an element-wise kernel
-    propagation = sum(s.width * grid * grid * s.n_attn for s, grid in zip(arch.stages, arch.grids, strict=True) if s.sr > 1)
+    propagation = sum(
+        s.width * grid * grid * s.n_attn for s, grid in zip(arch.stages, arch.grids, strict=True) if s.sr > 1
+    )
     assert not any(k.type == "tconv" for k in kernels)
     assert sum(k.macs for k in kernels) + propagation == count_macs(arch)
 
