@@ -13,6 +13,7 @@ import lglsearch  # noqa: F401  (registers the presets with timm)
 from lglsearch.counting import count
 from lglsearch.errors import LglsearchError
 from lglsearch.nn import build_model, checkpoint_filter_fn, load_checkpoint
+from lglsearch.nn.blocks import DepthwisePatchSpread
 from lglsearch.space import PRESETS, load_space
 from tests.conftest import reference_layout
 from tests.reference_edgevit import REFERENCE_CONFIGS, ReferenceEdgeViT, randomize_
@@ -91,10 +92,22 @@ def test_timm_surface_and_classifier_reset():
 
 def _macs_by_torch(model: torch.nn.Module, resolution: int) -> int:
     counter = FlopCounterMode(display=False)
+    # the propagation's multiplies (one per output element, as the reference's transposed conv counts
+    # them) run as a broadcast multiply, which the counter does not see: counted from its outputs
+    spread = []
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out: spread.append(out.numel()))
+        for m in model.modules()
+        if isinstance(m, DepthwisePatchSpread)
+    ]
     # the math kernel lowers attention to bmm, which the counter sees
-    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        model(torch.randn(1, 3, resolution, resolution))
-    return counter.get_total_flops() // 2
+    try:
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            model(torch.randn(1, 3, resolution, resolution))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counter.get_total_flops() // 2 + sum(spread)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
