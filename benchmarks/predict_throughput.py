@@ -3,9 +3,10 @@
 Samples N archs of the default space, then times `predict` on them twice: cold (empty stage
 cache, as at the start of a search) and warm (every stage already priced), `--repeats` times
 with a freshly loaded table each, and prints each time and the median: on a shared machine one
-second-long timing moves by tens of percent. Uses the host table (built on first use). Usage:
+second-long timing moves by tens of percent. Uses the host table (built on first use), or a
+shipped phone table with --device. Usage:
 
-    python benchmarks/predict_throughput.py [--archs 200000] [--seed 0] [--repeats 1]
+    python benchmarks/predict_throughput.py [--archs 200000] [--seed 0] [--repeats 1] [--device host]
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="cold and warm timings, each on a fresh table")
+    parser.add_argument("--device", default="host", help="the table to price with (default: host, built if need be)")
     args = parser.parse_args()
     space = load_space()
-    host_table(space_ops(space), space_name=space.name)
+    if args.device == "host":
+        host_table(space_ops(space), space_name=space.name)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     archs = [space.sample(rng) for _ in range(args.archs)]
@@ -36,7 +39,7 @@ def main() -> None:
     print(f"sampled {len(archs):,} archs ({len(set(archs)):,} distinct) in {sampled:.1f} s")
     rates: dict[str, list[float]] = {"cold": [], "warm": []}
     for _ in range(args.repeats):
-        table = CostTable.load(table_path("host"))  # a fresh table: empty stage cache
+        table = CostTable.load(table_path(args.device))  # a fresh table: empty stage cache
         for label, got in rates.items():
             start = time.perf_counter()
             latency = table.predict(archs)["latency_ms"].to_numpy()

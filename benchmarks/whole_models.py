@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import json
 import re
 import sys
 import time
@@ -31,9 +32,8 @@ from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.derive import _sample_reference
 from lglsearch.cost.joint import JointKernelModel, MeasuredSet
 from lglsearch.cost.kernels import Kernel, KernelModel, decompose
-from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
-from lglsearch.cost.reference import load_reference
-from lglsearch.cost.table import CostTable
+from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
+from lglsearch.cost.reference import load_reference, reference_class
 
 HERE = Path(__file__).resolve().parent
 COLUMN = "pixel4|1med|float|mean"
@@ -116,9 +116,12 @@ def load_dev(data: Path) -> pd.DataFrame:
 
 @functools.cache
 def reference_sample(data: Path) -> tuple[tuple[tuple[Kernel, ...], ...], np.ndarray]:
-    """The snapdragon855 reference blocks of the shipped tables' sample (600 per class, seed 0)."""
+    """The snapdragon855 reference blocks a table's joint fit uses: the shipped tables' sample (600
+    per class, seed 0) less the blocks it holds out (0.2 of each class, `heldout_mask`)."""
     reference = load_reference(data / "phone-luts" / "pixel4-snapdragon855.json")
     keys = _sample_reference(reference, 600, 0)
+    test = heldout_mask([reference_class(k) for k in keys], 0.2, 0)
+    keys = [k for k, held in zip(keys, test, strict=True) if not held]
     return tuple(reference_kernels(k) for k in keys), np.array([reference[k] for k in keys])
 
 
@@ -146,7 +149,8 @@ def proportional(column: str) -> Predictor:
 
 @functools.cache
 def shipped_model() -> KernelModel:
-    stored = CostTable.load("snapdragon855").phone_model()
+    """The all-class fit of the snapdragon855 table as shipped before issue 28 (kept beside the results)."""
+    stored = json.loads((HERE / "whole_models" / "kernel_model_before.json").read_text())["model"]
     return PhoneKernelModel.from_dict(stored).base
 
 
@@ -232,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "D": ("joint fit: networks only", joint(args.data, False)),
     }
     only = set(filter(None, args.only.split(",")))
+    previous = json.loads(args.out.read_text()) if only and args.out.is_file() else {}
     results: dict = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "column": COLUMN,
@@ -241,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "noise_floor": {
             g: round(float((dev["std_ms"] / dev["measured_ms"])[dev["group"] == g].median()), 5) for g in RUNTIMES
         },
-        "candidates": {},
+        "candidates": dict(previous.get("candidates", {})),  # --only replaces the candidates it runs
     }
     for key, (label, predictor) in candidates.items():
         if only and key not in only:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lglsearch.cost.power as power
-from lglsearch.cost.derive import PHONES, derive_table
+from lglsearch.cost.derive import PHONES, derive_table, load_model
 from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
 from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, part_kernels
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_module
@@ -276,8 +276,7 @@ def test_a_phone_table_prices_keys_it_lacks_in_memory_only(tmp_path, monkeypatch
     with pytest.raises(LglsearchError, match="lut derive"):
         get_table("snapdragon888", keys, fill="none").op_latency(lacking)
     table = get_table("snapdragon888", keys, fill="derive", space_name="ablation")
-    model = PhoneKernelModel.from_dict(shipped.phone_model())
-    expected = sum(model.predict(c, part_kernels(p)) for p, c in op_parts(lacking))
+    expected = load_model(shipped.phone_model()).price_keys([lacking]).iloc[0]
     assert table.op_latency(lacking) == pytest.approx(expected)
     assert table.op_latency(keys[1]) == shipped.op_latency(keys[1])
     assert table.frame.at[lacking, "energy_mj"] == pytest.approx(expected * shipped.meta["energy"]["power_w"])
@@ -332,10 +331,14 @@ def test_shipped_phone_tables(device):
     assert meta["method"] == "derived" and meta["threads"] == 1 and meta["precision"] == "fp32"
     assert PHONES[device].soc in meta["description"] and "nn-Meter" in meta["source"]
     model = table.phone_model()
-    assert model["name"] == "kernel" and set(model["heldout"]) == set(OP_CLASSES)
-    for op_class, heldout in model["heldout"].items():
-        assert heldout["n"] >= 20, op_class
-    assert {"conv", "transattn", "transffn", "transds"} <= set(model["leave_one_kind_out"])
+    # the joint model: the phone's blocks (some held out, each class tested) and whole networks
+    assert model["name"] == "joint" and model["runtime"] in model["factors"]
+    blocks = model["errors"]["reference_blocks"]
+    assert "held out" in blocks["split"] and set(blocks["by_class"]) == set(OP_CLASSES)
+    assert all(h["n"] >= 20 for h in blocks["by_class"].values())
+    whole = model["errors"]["whole_networks"]
+    assert set(whole["leave_one_family_out"]) == {"cnn", "vit"} and whole["band_pct"] > 0
+    assert (whole["this_phone"] == "measured here") == (device == "snapdragon855")
     for space in (load_space(), load_space("tiny")):
         assert not table.missing(space_ops(space))
     # energy: modelled from the power profile of the core it ran on, every candidate core named
@@ -348,13 +351,12 @@ def test_shipped_phone_tables(device):
         assert not table.missing(arch_ops(arch))
         latency, joules = table.cost(arch)
         assert latency > 0 and joules == pytest.approx(latency * energy["power_w"], rel=1e-5)  # ms x W = mJ
-    # every key is checked against what the fits saw, for each shipped space; no reference block has
-    # a GELU, which every EdgeViT MLP has: every GELU is flagged, so every SelfAttn key is outside
+    # every key is checked against what the fit saw, for each shipped space; the networks brought
+    # GELU into the fit (no reference block has one): a GELU is priced as itself
     for space in (load_space(), load_space("tiny")):
         cover, keys = meta["coverage"][space.name], space_ops(space)
         assert cover["keys"] == len(keys) and table.frame.loc[keys, "outside_range"].notna().all()
-        assert cover["by_type"]["gelu"]["outside"] == cover["by_type"]["gelu"]["kernels"] > 0
-        assert all(table.frame.at[k, "outside_range"] > 0 for k in keys if k.startswith("self_attn"))
+        assert "priced_as" not in cover["by_type"]["gelu"]
     # bigger presets cost more on every phone
     costs = [table.latency(PRESETS[n]) for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")]
     assert costs == sorted(costs)
@@ -405,7 +407,9 @@ def test_predict_presets_on_the_shipped_phone_table(capsys, tmp_path, monkeypatc
     assert json.loads(capsys.readouterr().out)["energy_method"] == "modelled"
     assert main(["predict", "--device", "tensor-g1", "--arch", "edgevit_xxs"]) == 0
     printed = capsys.readouterr().out
-    assert "mJ (modelled)" in printed and "outside what the table's phone model was fitted on" in printed
+    band = table.phone_model()["errors"]["whole_networks"]["band_pct"]
+    assert "mJ (modelled: latency x one power figure" in printed and f"ms +-{band}% on tensor-g1" in printed
+    assert data["band_pct"] == band and sum(data["by_kernel_type"].values()) == pytest.approx(data["latency_ms"], 1e-3)
     # the keys priced by extrapolation are named, with their share of the latency
     outside = data["outside_fitted_range"]
     ops = arch_ops(PRESETS["edgevit_xxs"])

@@ -48,8 +48,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         choices=MODELS,
-        help="kernel (default): a cost per kernel type fitted on the phone's blocks, nothing timed here; "
-        "transfer: host timings of its blocks transferred to the phone",
+        help="kernel (default without --measured): a cost per kernel type fitted per op class on the phone's "
+        "blocks, nothing timed here; joint (default with --measured): one cost per kernel type fitted on whole "
+        "networks measured on a phone; transfer: host timings of its blocks transferred to the phone",
+    )
+    p.add_argument(
+        "--measured",
+        metavar="FILE.csv",
+        help="whole networks measured on a phone (as lut validate --measured reads them), for the joint model",
+    )
+    p.add_argument(
+        "--measured-reference",
+        metavar="FILE",
+        help="the block LUT of the phone the --measured networks ran on, if not this one: they are rescaled by "
+        "the two phones' median speed ratio on their common blocks",
+    )
+    p.add_argument(
+        "--networks-only",
+        action="store_true",
+        help="joint model: fit the measured networks alone (the phone's reference blocks then only check the fit)",
     )
     add_space(p)
     p.add_argument(
@@ -166,6 +183,20 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
     from lglsearch.cost.runner import OrtRunner
 
     space = space_of(args.space)
+    networks = []
+    if args.measured:
+        from lglsearch.cost.measured import measured_sets
+
+        scale = 1.0
+        if args.measured_reference:
+            from lglsearch.cost.joint import speed_ratio
+            from lglsearch.cost.reference import load_reference
+            from lglsearch.errors import LglsearchError
+
+            if not args.reference:
+                raise LglsearchError("--measured-reference rescales to this phone's blocks: give --reference too")
+            scale = speed_ratio(load_reference(args.reference), load_reference(args.measured_reference))
+        networks = measured_sets(args.measured, scale=scale)
     table = derive_table(
         args.device,
         space_ops(space),
@@ -177,13 +208,22 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
         holdout=args.holdout,
         seed=args.seed,
         out=Path(args.out) if args.out else None,
+        networks=networks,
+        with_blocks=not args.networks_only,
     )
     model = table.phone_model()
     print(
         f"{table.device}: {len(table)} entries ({table.meta['method']}, {model['name']} model), "
         f"{table.meta['description']}"
     )
-    for op_class, h in sorted(model["heldout"].items()):
+    blocks = (model.get("errors") or {}).get("reference_blocks") or {}
+    for op_class, h in sorted((blocks.get("by_class") or {}).items()):
+        print(
+            f"  reference blocks, {blocks['split']}, {op_class:<14} n={h['n']:<4} within +-10% "
+            f"{100 * h['within_10pct']:3.0f}%  within +-20% {100 * h['within_20pct']:3.0f}%  "
+            f"MAPE {100 * h['mape']:.1f}%"
+        )
+    for op_class, h in sorted((model.get("heldout") or {}).items()):
         print(
             f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
             f"within +-5% {100 * h['within_5pct']:3.0f}%  MAPE {100 * h['mape']:.1f}%"

@@ -24,21 +24,21 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
+from lglsearch.cost._metrics import error_summary
 from lglsearch.cost.build import host_table
-from lglsearch.cost.coverage import COLUMN, kernel_coverage, part_features, range_coverage
+from lglsearch.cost.coverage import COLUMN
 from lglsearch.cost.joint import JointKernelModel, MeasuredSet
-from lglsearch.cost.ops import op_parts
-from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
+from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
 from lglsearch.cost.power import PhonePower, phone_power
 from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, user_tables_dir
-from lglsearch.cost.transfer import TransferModel
+from lglsearch.cost.transfer import TransferModel, host_keys, part_features
 from lglsearch.errors import LglsearchError
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "PHONES",
     "Phone",
     "derive_table",
+    "load_model",
     "with_coverage",
     "with_derived_keys",
 ]
@@ -113,29 +114,30 @@ def _sample_reference(reference: dict[str, float], per_class: int, seed: int) ->
     return sample
 
 
-PhoneModel = PhoneKernelModel | TransferModel | JointKernelModel
+class PhoneModel(Protocol):
+    """What derives a phone's table: the per-class kernel model, the transfer, the joint model."""
 
-_READERS = {
-    "kernel": PhoneKernelModel.from_dict,
-    "transfer": TransferModel.from_dict,
-    "joint": JointKernelModel.from_dict,
-}
+    name: ClassVar[str]
+
+    def price_keys(
+        self, keys: Sequence[str], *, runner: OrtRunner | None = None, host: CostTable | None = None
+    ) -> pd.Series:
+        """Phone ms of op keys (a model that times its parts here takes `runner` or the `host` table)."""
+        ...
+
+    def coverage(self, keys: Sequence[str], *, host: CostTable | None = None) -> tuple[pd.Series, dict[str, Any]]:
+        """Per key the count of things priced outside what the fit saw, and a summary."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
-def _load_model(stored: Mapping[str, Any]) -> PhoneModel:
-    return _READERS[stored["name"]](stored)
+_MODEL_TYPES: dict[str, Any] = {m.name: m for m in (PhoneKernelModel, TransferModel, JointKernelModel)}
 
 
-def _derive_keys(keys: Sequence[str], model: TransferModel, host: CostTable) -> pd.Series:
-    """Phone latency (ms) of op keys by the transfer: each part's host time transferred with its class's model."""
-    latency = {}
-    for key in keys:
-        total = 0.0
-        for part, op_class in op_parts(key):
-            features = part_features(part) | {"host_ms": host.op_latency(part)}
-            total += float(model.predict(op_class, features)[0])
-        latency[key] = total
-    return pd.Series(latency, name="latency_ms")
+def load_model(stored: Mapping[str, Any]) -> PhoneModel:
+    """A table's stored phone model, whichever it is."""
+    return _MODEL_TYPES[stored["name"]].from_dict(stored)
 
 
 def derive_table(
@@ -152,6 +154,7 @@ def derive_table(
     out: Path | None = None,
     networks: Sequence[MeasuredSet] = (),
     runtime: str | None = None,
+    with_blocks: bool = True,
 ) -> CostTable:
     """A phone's table for `keys`; fits the phone model (`model`, default kernel, joint when given
     measured `networks`) when given the phone's reference file, else reuses the one stored with the
@@ -170,7 +173,7 @@ def derive_table(
     if reference_path is not None:
         name = model or ("joint" if networks else "kernel")
         fitted, host, meta = _fit(
-            device, name, Path(reference_path), keys, runner, per_class, holdout, seed, networks, runtime
+            device, name, Path(reference_path), keys, runner, per_class, holdout, seed, networks, runtime, with_blocks
         )
         table = _with_keys(CostTable.empty(device, meta), fitted, keys, space_name, power, runner=runner, host=host)
     else:
@@ -196,7 +199,7 @@ def with_derived_keys(
     stored = table.phone_model()
     if stored is None:
         raise LglsearchError(f"the {table.device} table has no stored phone model; derive it with --reference FILE")
-    return _with_keys(table, _load_model(stored), keys, space_name, phone_power(table.device), runner=runner)
+    return _with_keys(table, load_model(stored), keys, space_name, phone_power(table.device), runner=runner)
 
 
 def _with_keys(
@@ -210,16 +213,86 @@ def _with_keys(
     host: CostTable | None = None,
 ) -> CostTable:
     missing = table.missing(keys)
-    if missing:
-        if not isinstance(fitted, TransferModel):
-            table = table.with_rows(fitted.price_keys(missing).to_frame())
-        else:  # only the parts of missing keys are timed: remodelling a whole table's energy times nothing
-            host = host or host_table(_host_keys(missing), runner=runner)
-            table = table.with_rows(_derive_keys(missing, fitted, host).to_frame())
+    if missing:  # only missing keys are priced: remodelling a whole table's energy times nothing
+        table = table.with_rows(fitted.price_keys(missing, runner=runner, host=host).to_frame())
     table = _with_modelled_energy(with_coverage(table, keys, space_name, host, model=fitted), power)
     if space_name not in table.meta.get("spaces", []):
         table.meta["spaces"] = [*table.meta.get("spaces", []), space_name]
     return table
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    device: str
+    reference: dict[str, float]
+    sample: list[str]
+    source: str
+    keys: Sequence[str]
+    runner: OrtRunner | None
+    holdout: float
+    seed: int
+    networks: Sequence[MeasuredSet]
+    runtime: str | None
+    with_blocks: bool
+
+
+def _fit_kernel(i: _FitInputs) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
+    fitted = PhoneKernelModel.fit(i.reference, i.sample, holdout=i.holdout, seed=i.seed)
+    how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(i.sample)} of its blocks"
+    return fitted, None, _meta(i.device, i.source + how, fitted.to_dict(), len(i.sample))
+
+
+def _fit_transfer(i: _FitInputs) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
+    ref_keys = [f"ref:{k}" for k in i.sample]
+    host = host_table([*ref_keys, *host_keys(i.keys)], runner=i.runner)
+    pairs = pd.DataFrame(
+        [
+            part_features(r)
+            | {"host_ms": host.op_latency(r), "phone_ms": i.reference[k]}
+            | {"op_class": reference_class(k), "kind": reference_kind(k)}
+            for k, r in zip(i.sample, ref_keys, strict=True)
+        ]
+    )
+    transfer = TransferModel.fit(pairs, holdout=i.holdout, seed=i.seed)
+    how = (
+        f"; transferred with lglsearch's per-class model from {len(pairs)} pairs timed on "
+        f"{host.meta.get('description', 'the host')} (onnxruntime {host.meta.get('runtime_version', '?')})"
+    )
+    return transfer, host, _meta(i.device, i.source + how, transfer.to_dict(), len(pairs))
+
+
+def _fit_joint(i: _FitInputs) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
+    blocks = [reference_kernels(k) for k in i.sample]
+    block_ms = np.array([i.reference[k] for k in i.sample])
+    classes = np.array([reference_class(k) for k in i.sample])
+    counts = " and ".join(f"{len(s.kernels)} networks on {s.runtime}" for s in i.networks)
+    if i.with_blocks:  # the kernel model's held-out draws: its blocks test both models alike
+        test = heldout_mask(classes, i.holdout, i.seed)
+        fit = np.flatnonzero(~test)
+        joint = JointKernelModel.fit([blocks[j] for j in fit], block_ms[fit], i.networks, runtime=i.runtime)
+        split = f"held out ({i.holdout:g} of each class's sample, not in the fit)"
+        how = f"; priced per kernel by lglsearch's joint kernel model fitted on {len(fit)} blocks and {counts}"
+    else:  # the phone's blocks are a test of a fit that never saw them
+        test = np.ones(len(blocks), bool)
+        joint = JointKernelModel.fit((), [], i.networks, runtime=i.runtime)
+        split = "all of the sample (the fit saw no block)"
+        how = f"; priced per kernel by lglsearch's joint kernel model fitted on {counts}; its blocks only checked"
+    rows = np.flatnonzero(test)
+    predicted = joint.predict([blocks[j] for j in rows])
+    errors = {
+        c: {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in error_summary(predicted[m], block_ms[rows][m]).items()
+        }
+        for c in OP_CLASSES
+        if (m := classes[rows] == c).any()
+    }
+    joint = joint.with_errors({"reference_blocks": {"split": split, "by_class": errors}})
+    meta = _meta(i.device, i.source + how, joint.to_dict(), len(i.sample))
+    return joint, None, meta | {"runtime": f"TFLite fp32, priced as {joint.runtime} (see the model's factors)"}
+
+
+_FITTERS = {"kernel": _fit_kernel, "transfer": _fit_transfer, "joint": _fit_joint}
 
 
 def _fit(
@@ -233,6 +306,7 @@ def _fit(
     seed: int,
     networks: Sequence[MeasuredSet] = (),
     runtime: str | None = None,
+    with_blocks: bool = True,
 ) -> tuple[PhoneModel, CostTable | None, dict[str, Any]]:
     """(the fitted model, the host table it timed or None, the new table's metadata)."""
     if not 0 < holdout < 1:
@@ -247,33 +321,8 @@ def _fit(
     reference = load_reference(reference_path)
     sample = _sample_reference(reference, per_class, seed)
     source = _NN_METER.format(file=reference_path.name)
-    if name == "joint":
-        blocks = [reference_kernels(k) for k in sample]
-        joint = JointKernelModel.fit(blocks, [reference[k] for k in sample], networks, runtime=runtime)
-        counts = ", ".join(f"{n} networks on {r}" for r, n in joint.sources["networks"].items())
-        how = f"; priced per kernel by lglsearch's joint kernel model fitted on {len(sample)} blocks and {counts}"
-        meta = _meta(device, source + how, joint.to_dict(), len(sample))
-        return joint, None, meta | {"runtime": f"TFLite fp32, priced as {joint.runtime} (see the model's factors)"}
-    if name == "kernel":
-        fitted = PhoneKernelModel.fit(reference, sample, holdout=holdout, seed=seed)
-        how = f"; priced per kernel with lglsearch's per-class kernel model fitted on {len(sample)} of its blocks"
-        return fitted, None, _meta(device, source + how, fitted.to_dict(), len(sample))
-    ref_keys = [f"ref:{k}" for k in sample]
-    host = host_table([*ref_keys, *_host_keys(keys)], runner=runner)
-    pairs = pd.DataFrame(
-        [
-            part_features(r)
-            | {"host_ms": host.op_latency(r), "phone_ms": reference[k]}
-            | {"op_class": reference_class(k), "kind": reference_kind(k)}
-            for k, r in zip(sample, ref_keys, strict=True)
-        ]
-    )
-    transfer = TransferModel.fit(pairs, holdout=holdout, seed=seed)
-    how = (
-        f"; transferred with lglsearch's per-class model from {len(pairs)} pairs timed on "
-        f"{host.meta.get('description', 'the host')} (onnxruntime {host.meta.get('runtime_version', '?')})"
-    )
-    return transfer, host, _meta(device, source + how, {"name": "transfer", **transfer.to_dict()}, len(pairs))
+    inputs = _FitInputs(device, reference, sample, source, keys, runner, holdout, seed, networks, runtime, with_blocks)
+    return _FITTERS[name](inputs)
 
 
 def with_coverage(
@@ -293,22 +342,12 @@ def with_coverage(
         stored = table.phone_model()
         if stored is None:
             raise LglsearchError(f"the {table.device} table has no stored phone model to check its keys against")
-        model = _load_model(stored)
-    if not isinstance(model, TransferModel):
-        outside, summary = kernel_coverage(model, keys)
-    else:
-        host = host or host_table(measure=False)
-        host_ms = {part: host.op_latency(part) for part in _host_keys(keys) if part in host}
-        outside, summary = range_coverage(model, keys, host_ms)
-        summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"
+        model = load_model(stored)
+    outside, summary = model.coverage(keys, host=host)
     frame = table.frame.copy()
     frame.loc[outside.index, COLUMN] = outside
     meta = dict(table.meta, coverage={**table.meta.get("coverage", {}), space_name: summary})
     return CostTable(table.device, frame, meta)
-
-
-def _host_keys(keys: Sequence[str]) -> list[str]:
-    return sorted({part for key in keys for part, _ in op_parts(key)})
 
 
 def _meta(device: str, source: str, model: dict[str, Any], n_blocks: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ import pandas as pd
 from lglsearch.cost.kernels import Kernel, KernelModel
 from lglsearch.cost.opkey import HeadKey, OpKey
 from lglsearch.cost.ops import op_parts
-from lglsearch.cost.phone_kernels import part_kernels
+from lglsearch.cost.phone_kernels import kernel_coverage, part_kernels
 from lglsearch.errors import LglsearchError
 
 __all__ = ["FORM", "JointKernelModel", "MeasuredSet", "speed_ratio"]
@@ -69,6 +69,8 @@ def speed_ratio(phone: Mapping[str, float], other: Mapping[str, float]) -> float
 @dataclass(frozen=True)
 class JointKernelModel:
     """Per-kernel-type costs, the runtime factors they were fitted under, and the runtime priced."""
+
+    name: ClassVar[str] = "joint"
 
     model: KernelModel
     factors: Mapping[str, float]
@@ -151,7 +153,7 @@ class JointKernelModel:
         """Whole networks' ms under the priced runtime (the invocation constant included)."""
         return self.model.predict(networks) * self.factor
 
-    def price_keys(self, keys: Sequence[str]) -> pd.Series:
+    def price_keys(self, keys: Sequence[str], **_: Any) -> pd.Series:
         """Phone ms of op keys: their parts' kernels; the head, once per network, adds the invocation constant."""
         prices = {}
         for key in keys:
@@ -159,6 +161,14 @@ class JointKernelModel:
             head = isinstance(OpKey.parse(key), HeadKey)
             prices[key] = float(self.kernel_costs(kernels).sum()) + (self.constant * self.factor if head else 0.0)
         return pd.Series(prices, name="latency_ms", dtype=float)
+
+    def network_model(self) -> JointKernelModel:
+        """The model that prices a whole network: this one."""
+        return self
+
+    def coverage(self, keys: Sequence[str], **_: Any) -> tuple[pd.Series, dict[str, Any]]:
+        """Per key the count of its kernels priced outside what the fit saw, and a summary."""
+        return kernel_coverage(self, keys)
 
     def outside(self, op_class: str, kernels: Sequence[Kernel]) -> list[dict[str, Any]]:
         """The kernels priced outside what the fit saw (one fit for every class: `op_class` is unused)."""
@@ -169,7 +179,7 @@ class JointKernelModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": "joint",
+            "name": self.name,
             "form": FORM,
             "kernels": self.model.to_dict(),
             "factors": dict(self.factors),

@@ -25,10 +25,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lglsearch.cost.joint import MeasuredSet
 from lglsearch.cost.kernels import Kernel, decompose
 from lglsearch.errors import LglsearchError
 
-__all__ = ["MeasuredNetwork", "load_measured", "network_kernels"]
+__all__ = ["MeasuredNetwork", "load_measured", "measured_sets", "network_kernels"]
 
 _SOURCES = ("timm", "pytorchcv")
 
@@ -139,3 +140,18 @@ def network_kernels(network: MeasuredNetwork) -> list[Kernel]:
 
             module = get_model(name, pretrained=False, **network.args)
     return decompose(module, shape)
+
+
+def measured_sets(csv: str | Path, scale: float = 1.0) -> list[MeasuredSet]:
+    """The networks of a measured CSV, split into kernels, one set per runtime (in the CSV's order)."""
+    networks = load_measured(csv)
+    runtimes = list(dict.fromkeys(n.runtime for n in networks))
+    return [
+        MeasuredSet(
+            runtime,
+            [network_kernels(n) for n in networks if n.runtime == runtime],
+            [n.latency_ms for n in networks if n.runtime == runtime],
+            scale,
+        )
+        for runtime in runtimes
+    ]

@@ -21,7 +21,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from lglsearch.cost.ops import op_input_shape, op_module, op_parts
 from lglsearch.cost.reference import OP_CLASSES, reference_class, reference_kind, reference_module
 from lglsearch.errors import LglsearchError
 
-__all__ = ["FORM", "PhoneKernelModel", "heldout_mask", "part_kernels", "reference_kernels"]
+__all__ = ["FORM", "PhoneKernelModel", "heldout_mask", "kernel_coverage", "part_kernels", "reference_kernels"]
 
 FORM = (
     "ms = block constant + sum over kernels of (a + b MB + b1 max(0, MB - 1) + b4 max(0, MB - 4) + w weight MB "
@@ -80,6 +80,8 @@ def _rounded(summary: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class PhoneKernelModel:
     """Per-class kernel models, the all-class model behind them, and their measured errors."""
+
+    name: ClassVar[str] = "kernel"
 
     classes: Mapping[str, KernelModel]
     base: KernelModel
@@ -154,7 +156,7 @@ class PhoneKernelModel:
         own = [k for k in kernels if k.type in model.seen]
         return model.outside(own) + self.base.outside([k for k in kernels if k.type not in model.seen])
 
-    def price_keys(self, keys: Sequence[str]) -> pd.Series:
+    def price_keys(self, keys: Sequence[str], **_: Any) -> pd.Series:
         """Phone ms of op keys: the sum of their parts, each priced as one block."""
         return pd.Series(
             {key: sum(self.predict(c, part_kernels(p)) for p, c in op_parts(key)) for key in keys},
@@ -162,9 +164,19 @@ class PhoneKernelModel:
             dtype=float,
         )
 
+    def network_model(self) -> Any:
+        """The model that prices a whole network: the all-class fit (a graph has no op classes)."""
+        from lglsearch.cost.joint import JointKernelModel  # joint builds on this module; only this wraps back
+
+        return JointKernelModel(self.base, {"reference blocks": 1.0}, "reference blocks")
+
+    def coverage(self, keys: Sequence[str], **_: Any) -> tuple[pd.Series, dict[str, Any]]:
+        """Per key the count of its kernels priced outside what the fits saw, and a summary."""
+        return kernel_coverage(self, keys)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": "kernel",
+            "name": self.name,
             "form": FORM,
             "blocks": self.blocks,
             "classes": {c: m.to_dict() for c, m in self.classes.items()},
@@ -183,3 +195,41 @@ class PhoneKernelModel:
         if set(classes) - set(OP_CLASSES):
             raise LglsearchError("the table's kernel model is malformed; derive the table again")
         return cls(classes, base, data.get("heldout", {}), data.get("leave_one_kind_out", {}), data.get("blocks", 0))
+
+
+def kernel_coverage(model: Any, keys: Sequence[str]) -> tuple[pd.Series, dict[str, Any]]:
+    """(per key, the count of its parts' kernels priced outside what the fits saw; a summary per
+    kernel type: kernels, those outside, the type they were priced as, sizes past the range)."""
+    found: dict[str, list[dict[str, Any]]] = {}  # each part once, though keys share parts
+    counts = {}
+    for key in keys:
+        for part, op_class in op_parts(key):
+            if part not in found:
+                found[part] = model.outside(op_class, part_kernels(part))
+        counts[key] = sum(len(found[p]) for p, _ in op_parts(key))
+    by_type: dict[str, dict[str, Any]] = {}
+    for part, outside in found.items():
+        for kernel in part_kernels(part):
+            by_type.setdefault(kernel.type, {"kernels": 0, "outside": 0})["kernels"] += 1
+        for entry in outside:
+            summary = by_type[entry["type"]]
+            summary["outside"] += 1
+            for name, value in entry.items():
+                if name == "priced_as":
+                    summary["priced_as"] = value
+                elif name == "k":
+                    summary["unseen_k"] = sorted({*summary.get("unseen_k", []), value})
+                elif name in ("macs", "bytes"):  # the factor past the nearest bound; keep the farthest
+                    bound = f"{name}_factor"
+                    farther = abs(math.log(value)) > abs(math.log(summary.get(bound, 1.0)))
+                    summary[bound] = value if farther else summary.get(bound, 1.0)
+    series = pd.Series(counts, dtype=float)
+    return series, {
+        "keys": len(series),
+        "keys_outside": int((series > 0).sum()),
+        "share_outside": float(np.mean(series > 0)) if len(series) else 0.0,
+        "keys_with_unseen_type": sum(any("priced_as" in e for p, _ in op_parts(k) for e in found[p]) for k in keys),
+        "units": "outside_range: kernels priced outside the fits; *_factor: MACs or bytes over the nearest "
+        "fitted bound (farthest kernel)",
+        "by_type": dict(sorted(by_type.items())),
+    }

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from lglsearch.cost.derive import load_model
 from lglsearch.cost.joint import JointKernelModel
 from lglsearch.cost.kernels import Kernel, decompose
 from lglsearch.cost.ops import arch_ops, op_parts
-from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
+from lglsearch.cost.phone_kernels import part_kernels
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.space import Arch
@@ -61,23 +62,22 @@ class Price:
 
 
 def network_model(table: CostTable) -> JointKernelModel:
-    """The model of `table` that prices any network. A table derived with the per-class kernel model
-    prices networks with its all-class fit (the classes are op-key classes, which a graph lacks)."""
+    """The model of `table` that prices any network (a per-class kernel model prices one with its
+    all-class fit: a graph has no op classes)."""
     stored = table.phone_model()
     if stored is None:
         raise LglsearchError(
             f"the {table.device} table holds measured op keys only, no kernel model to price a network with; "
             "use a derived phone table (lglsearch devices lists them)"
         )
-    if stored.get("name") == "joint":
-        return JointKernelModel.from_dict(stored)
-    if stored.get("name") == "kernel":
-        base = PhoneKernelModel.from_dict(stored).base
-        return JointKernelModel(base, {"reference blocks": 1.0}, "reference blocks")
-    raise LglsearchError(
-        f"the {table.device} table's {stored.get('name')} model prices op keys only, not networks; "
-        f"derive it with the joint or kernel model (lglsearch lut derive --device {table.device} --model joint)"
-    )
+    model = load_model(stored)
+    as_network = getattr(model, "network_model", None)
+    if as_network is None:
+        raise LglsearchError(
+            f"the {table.device} table's {model.name} model prices op keys only, not networks; derive it with "
+            f"the joint or kernel model (lglsearch lut derive --device {table.device} --model joint)"
+        )
+    return as_network()
 
 
 def whole_network_band(table: CostTable) -> int | None:

@@ -19,10 +19,11 @@ without refitting.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,23 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from lglsearch.cost._metrics import error_summary
+from lglsearch.cost.build import host_table
+from lglsearch.cost.ops import op_input_shape, op_module, op_parts
 from lglsearch.cost.reference import OP_CLASSES
+from lglsearch.cost.runner import OrtRunner
+from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 
-__all__ = ["FEATURES", "RAW_FEATURES", "TransferModel", "leave_one_kind_out", "module_features"]
+__all__ = [
+    "FEATURES",
+    "RAW_FEATURES",
+    "TransferModel",
+    "host_keys",
+    "leave_one_kind_out",
+    "module_features",
+    "part_features",
+    "range_coverage",
+]
 
 FEATURES = ("host_ms", "macs", "bytes", "dw_macs", "layers")
 """What a block is described by (`module_features` gives all but the host time)."""
@@ -122,6 +136,8 @@ def leave_one_kind_out(pairs: pd.DataFrame) -> dict[str, dict[str, Any]]:
 class TransferModel:
     """Per-class coefficients, feature ranges and held-out errors."""
 
+    name: ClassVar[str] = "transfer"
+
     coef: Mapping[str, tuple[float, ...]]
     heldout: Mapping[str, Mapping[str, float]]
     ranges: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]
@@ -173,8 +189,33 @@ class TransferModel:
         beyond = np.maximum(lo - raw, raw - hi)
         return {name: float(d) for name, d in zip(RAW_FEATURES, beyond, strict=True) if d > 1e-9}
 
+    def price_keys(
+        self, keys: Sequence[str], *, runner: OrtRunner | None = None, host: CostTable | None = None
+    ) -> pd.Series:
+        """Phone ms of op keys: each part's host time (timed here unless `host` holds it) transferred
+        with its class's model."""
+        host = host or host_table(host_keys(keys), runner=runner)
+        latency = {}
+        for key in keys:
+            total = 0.0
+            for part, op_class in op_parts(key):
+                features = part_features(part) | {"host_ms": host.op_latency(part)}
+                total += float(self.predict(op_class, features)[0])
+            latency[key] = total
+        return pd.Series(latency, name="latency_ms")
+
+    def coverage(self, keys: Sequence[str], *, host: CostTable | None = None) -> tuple[pd.Series, dict[str, Any]]:
+        """Per key the count of part features outside the fitted ranges, and a summary; host times
+        come from the host table as it stands (none measured: a part without one is unchecked)."""
+        host = host or host_table(measure=False)
+        host_ms = {part: host.op_latency(part) for part in host_keys(keys) if part in host}
+        outside, summary = range_coverage(self, keys, host_ms)
+        summary["host"] = f"{host.meta.get('description', 'no host table')} ({host.meta.get('date', 'no timings')})"
+        return outside, summary
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "name": self.name,
             "form": FORM,
             "features": list(FEATURES),
             "coef": {k: list(v) for k, v in self.coef.items()},
@@ -195,3 +236,60 @@ class TransferModel:
         if set(coef) - set(OP_CLASSES) or set(coef) != set(ranges) or any(len(v) != width for v in coef.values()):
             raise malformed
         return cls(coef, data.get("heldout", {}), ranges, data.get("leave_one_kind_out", {}))
+
+
+@functools.cache
+def part_features(key: str) -> dict[str, float]:
+    """The timing-free features of an op part (MACs, bytes, depthwise MACs, layers)."""
+    return module_features(op_module(key), op_input_shape(key))
+
+
+def host_keys(keys: Sequence[str]) -> list[str]:
+    """The parts of `keys` a transfer times on the host."""
+    return sorted({part for key in keys for part, _ in op_parts(key)})
+
+
+def range_coverage(
+    model: TransferModel, keys: Sequence[str], host_ms: Mapping[str, float]
+) -> tuple[pd.Series, dict[str, Any]]:
+    """(per key, the count of part features outside the fitted range; a summary) for `keys`.
+
+    `host_ms` gives the host time of the parts timed on this machine; a part without one has its
+    host time left unchecked, and the summary says how many were checked.
+    """
+    counts: dict[str, int] = {}
+    parts: dict[str, dict[str, Any]] = {}  # each part once, though keys share parts
+    for key in keys:
+        total = 0
+        for part, op_class in op_parts(key):
+            if part not in parts:
+                features = part_features(part) | {"host_ms": host_ms.get(part, float("nan"))}
+                parts[part] = {"class": op_class, "outside": model.outside(op_class, features)}
+            total += len(parts[part]["outside"])
+        counts[key] = total
+    by_class: dict[str, dict[str, Any]] = {}
+    for info in parts.values():
+        entry = by_class.setdefault(info["class"], {"parts": 0, "outside": 0, "features": {}})
+        entry["parts"] += 1
+        entry["outside"] += bool(info["outside"])
+        for name, distance in info["outside"].items():
+            feature = entry["features"].setdefault(name, {"parts": 0, "max_beyond": 0.0})
+            feature["parts"] += 1
+            feature["max_beyond"] = max(feature["max_beyond"], round(distance, 4))
+    for op_class, entry in by_class.items():
+        lo, hi = model.ranges[op_class]
+        entry["share_outside"] = entry["outside"] / entry["parts"]
+        for name, feature in entry["features"].items():
+            i = RAW_FEATURES.index(name)
+            feature["fitted"] = [round(lo[i], 4), round(hi[i], 4)]
+    series = pd.Series(counts, dtype=float)
+    summary = {
+        "keys": len(series),
+        "keys_outside": int((series > 0).sum()),
+        "share_outside": float(np.mean(series > 0)) if len(series) else 0.0,
+        "units": "max_beyond: distance past the nearest fitted bound in the feature's own units "
+        f"({', '.join(RAW_FEATURES)}; natural logs)",
+        "host_ms_checked": f"{sum(p in host_ms for p in parts)} of {len(parts)} parts",
+        "by_class": dict(sorted(by_class.items())),
+    }
+    return series, summary
