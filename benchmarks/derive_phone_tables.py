@@ -133,10 +133,15 @@ def _whole_errors(figures: dict, device: str) -> dict:
             "measured_on": "Google Pixel 4 (snapdragon855), one Cortex-A76 core, TFLite fp32",
             "data": "development: 102 CNNs (TFLite 2.10) and 19 ViTs (TFLite 2.15) of Li et al., EdgeSys 2024",
             "protocol": "each network predicted by a fit that saw none of its family (benchmarks/RESULTS.md)",
-            "this_phone": "measured here" if pixel4 else "none measured: the Pixel 4's networks, rescaled by this "
+            "this_phone": "measured here"
+            if pixel4
+            else "none measured: the Pixel 4's networks, rescaled by this "
             "phone's median speed ratio on the common reference blocks, entered the fit; these figures are the "
             "Pixel 4's",
-            "leave_one_family_out": figures["candidates"][CHOSEN]["summary"],
+            "leave_one_family_out": {
+                name: figures["candidates"][CHOSEN]["summary"][group]
+                for group, name in (("cnn", "CNNs"), ("vit", "ViTs"))
+            },
             "band_pct": _band(figures),
             "band": "the narrowest +-% holding 80% of the ViTs' errors, each family left out",
         }

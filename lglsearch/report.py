@@ -128,7 +128,7 @@ def _whole_network_lines(model: dict[str, Any], meta: dict[str, Any]) -> list[st
     if not errors:
         return ["  - whole-network error: not measured for this table's model (fitted on blocks only)."]
     lines = [
-        f"  - whole-network error, {v['n']} {group.upper()}s measured on {errors['measured_on']}, each family left "
+        f"  - whole-network error, {v['n']} {group} measured on {errors['measured_on']}, each family left "
         f"out of the fit: {100 * v['within_20pct']:.0f}% within +-20%, {100 * v['within_25pct']:.0f}% within +-25%, "
         f"MAPE {100 * v['mape']:.0f}%, Spearman {v['spearman']:.3f} (development data)"
         for group, v in errors["leave_one_family_out"].items()

@@ -337,7 +337,7 @@ def test_shipped_phone_tables(device):
     assert "held out" in blocks["split"] and set(blocks["by_class"]) == set(OP_CLASSES)
     assert all(h["n"] >= 20 for h in blocks["by_class"].values())
     whole = model["errors"]["whole_networks"]
-    assert set(whole["leave_one_family_out"]) == {"cnn", "vit"} and whole["band_pct"] > 0
+    assert set(whole["leave_one_family_out"]) == {"CNNs", "ViTs"} and whole["band_pct"] > 0
     assert (whole["this_phone"] == "measured here") == (device == "snapdragon855")
     for space in (load_space(), load_space("tiny")):
         assert not table.missing(space_ops(space))

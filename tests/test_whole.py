@@ -157,3 +157,17 @@ def test_predict_onnx_refuses_what_it_cannot_price(tmp_path, capsys) -> None:
     assert "junk.onnx" in err and len(err.splitlines()) == 1
     assert main(["predict", "--onnx", str(junk)]) == 2
     assert "--device" in capsys.readouterr().err
+
+
+def test_a_preset_costs_the_same_as_its_onnx_graph_and_as_its_op_keys(tmp_path) -> None:
+    """One pricing path: the table's sum of op keys and the exported graph split into kernels agree
+    (they differ only in the copies ONNX writes as nodes and aten leaves as views)."""
+    from lglsearch.cost.pricing import price_onnx
+    from lglsearch.export import export_onnx
+    from lglsearch.nn import build_model
+    from lglsearch.space import PRESETS
+
+    arch = PRESETS["edgevit_xxs"]
+    path = export_onnx(build_model(arch).eval(), torch.randn(1, 3, 224, 224), tmp_path / "xxs.onnx")
+    table = CostTable.load("snapdragon888")
+    assert price_onnx(network_model(table), path).latency_ms == pytest.approx(table.latency(arch), rel=0.01)

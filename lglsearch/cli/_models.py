@@ -160,7 +160,7 @@ def _predict_onnx(args: argparse.Namespace) -> None:
     if errors:
         for group, e in errors["leave_one_family_out"].items():
             print(
-                f"  whole-network error ({group.upper()}s on {errors['measured_on'].split(',')[0]}, leave one family "
+                f"  whole-network error ({group} on {errors['measured_on'].split(',')[0]}, leave one family "
                 f"out): {100 * e['within_25pct']:.0f}% within +-25%, MAPE {100 * e['mape']:.0f}%"
             )
     else:

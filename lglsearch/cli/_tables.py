@@ -378,8 +378,15 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 f"{pad}held-out error ({row['model']} model), {op_class}: {100 * v['within_10pct']:.0f}% within "
                 f"+-10% (n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
-        if row.get("model"):  # a derived table: how its phone model does on whole networks
+        if row.get("model"):  # a derived table: how its phone model does on whole networks and blocks
             _print_whole_networks(row.get("whole_networks"), pad)
+            blocks = row.get("reference_blocks") or {}
+            for op_class, v in sorted((blocks.get("by_class") or {}).items()):
+                print(
+                    f"{pad}reference blocks {blocks['split']}, {op_class}: {100 * v['within_10pct']:.0f}% within "
+                    f"+-10%, {100 * v['within_20pct']:.0f}% within +-20% (n={v['n']}), median ratio "
+                    f"{v['median_ratio']:.2f}"
+                )
         if row.get("heldout"):
             _print_model_reach(row, pad)
         _print_energy(row.get("energy") or {}, pad)
@@ -392,10 +399,11 @@ def _print_whole_networks(errors: dict | None, pad: str) -> None:
         return
     for group, e in errors["leave_one_family_out"].items():
         print(
-            f"{pad}whole-network error, {e['n']} {group.upper()}s on {errors['measured_on'].split(',')[0]}, each "
+            f"{pad}whole-network error, {e['n']} {group} on {errors['measured_on'].split(',')[0]}, each "
             f"family left out: {100 * e['within_20pct']:.0f}% within +-20%, {100 * e['within_25pct']:.0f}% within "
             f"+-25%, MAPE {100 * e['mape']:.0f}%, Spearman {e['spearman']:.3f} (development data)"
         )
+    print(f"{pad}  read its latencies as +-{errors['band_pct']}%: {errors['band']}")
     if errors["this_phone"] != "measured here":
         print(f"{pad}  this phone: {errors['this_phone']}")
 
@@ -439,6 +447,7 @@ def _print_energy(energy: dict, pad: str) -> None:
             print(f"{pad}energy: {energy.get('method')}" + (f" ({energy['why']})" if "why" in energy else ""))
         return
     print(f"{pad}energy: modelled, not measured, from {energy.get('power_w')} W: {energy.get('power_source')}")
+    print(f"{pad}  latency x one power figure: a rescaling of latency, which adds nothing as a search objective")
     for label, key in (("power", "power_method"), ("core", "why_this_core"), ("cross-check", "cross_check")):
         if energy.get(key):
             print(f"{pad}  {label}: {energy[key]}")

@@ -289,7 +289,8 @@ def _fit_joint(i: _FitInputs) -> tuple[PhoneModel, CostTable | None, dict[str, A
     }
     joint = joint.with_errors({"reference_blocks": {"split": split, "by_class": errors}})
     meta = _meta(i.device, i.source + how, joint.to_dict(), len(i.sample))
-    return joint, None, meta | {"runtime": f"TFLite fp32, priced as {joint.runtime} (see the model's factors)"}
+    runtime = {"runtime": f"TFLite fp32, priced as {joint.runtime} (the model's factors: {joint.factors})"}
+    return joint, None, meta | runtime | {"runtime_version": f"{joint.runtime}, as the networks measured under it"}
 
 
 _FITTERS = {"kernel": _fit_kernel, "transfer": _fit_transfer, "joint": _fit_joint}

@@ -217,6 +217,7 @@ class CostTable:
             "heldout": model.get("heldout"),
             "leave_one_kind_out": model.get("leave_one_kind_out"),
             "whole_networks": (model.get("errors") or {}).get("whole_networks"),
+            "reference_blocks": (model.get("errors") or {}).get("reference_blocks"),
             "coverage": self.meta.get("coverage"),
         }
 

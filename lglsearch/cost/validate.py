@@ -229,7 +229,9 @@ def validate_measured(device: str, csv: str | Path, *, progress: bool = True) ->
         for n in tqdm(networks, desc="pricing networks", unit="net", disable=not progress, file=sys.stderr)
     ]
     measured = np.array([n.latency_ms for n in networks])
-    predicted = np.array([p.latency_ms for p in prices])
+    # a network measured under a runtime the model was fitted on is priced as that runtime
+    scale = np.array([model.factors.get(n.runtime, model.factor) / model.factor for n in networks])
+    predicted = np.array([p.latency_ms for p in prices]) * scale
     rows = pd.DataFrame(
         {
             "model": [n.model for n in networks],
@@ -241,8 +243,14 @@ def validate_measured(device: str, csv: str | Path, *, progress: bool = True) ->
         }
     )
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    known = sorted({n.runtime for n in networks} & set(model.factors))
+    priced = (
+        f"priced as {', '.join(known)} where measured so, else as {model.runtime}"
+        if known
+        else (f"priced as {model.runtime}")
+    )
     summary = error_summary(predicted, measured) | {
-        "method": f"networks measured elsewhere ({Path(csv).name}), priced as {model.runtime}",
+        "method": f"networks measured elsewhere ({Path(csv).name}), {priced}",
         "date": now,
     }
     return table, Validation(rows, summary)
