@@ -28,10 +28,10 @@ from pathlib import Path
 
 from whole_models import RUNTIMES, load_dev, measured_sets
 
-from lglsearch.cost.derive import MODELS, derive_table, with_coverage
-from lglsearch.cost.joint import JointKernelModel, speed_ratio
+from lglsearch.cost._phone.derive import MODELS, derive_table, with_coverage
+from lglsearch.cost._phone.joint import JointKernelModel, speed_ratio
+from lglsearch.cost._phone.reference import load_reference
 from lglsearch.cost.ops import space_ops
-from lglsearch.cost.reference import load_reference
 from lglsearch.space import PRESETS, load_space
 
 FILES = {

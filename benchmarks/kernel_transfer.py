@@ -37,11 +37,11 @@ import numpy as np
 
 from lglsearch._files import atomic_write_json
 from lglsearch.cost._metrics import error_summary
-from lglsearch.cost.derive import _sample_reference
+from lglsearch.cost._phone.derive import _sample_reference
+from lglsearch.cost._phone.phone_kernels import heldout_mask, part_kernels, reference_kernels
+from lglsearch.cost._phone.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.kernels import Kernel, KernelModel
 from lglsearch.cost.ops import arch_ops, op_parts, space_ops
-from lglsearch.cost.phone_kernels import heldout_mask, part_kernels, reference_kernels
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.table import CostTable
 from lglsearch.space import PRESETS, load_space
 

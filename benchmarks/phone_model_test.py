@@ -23,9 +23,9 @@ import numpy as np
 
 from lglsearch._files import atomic_write_json
 from lglsearch.cost._metrics import error_summary
-from lglsearch.cost.derive import _sample_reference
-from lglsearch.cost.phone_kernels import PhoneKernelModel, reference_kernels
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class
+from lglsearch.cost._phone.derive import _sample_reference
+from lglsearch.cost._phone.phone_kernels import PhoneKernelModel, reference_kernels
+from lglsearch.cost._phone.reference import OP_CLASSES, load_reference, reference_class
 from lglsearch.cost.table import CostTable, shipped_dir
 
 HERE = Path(__file__).resolve().parent

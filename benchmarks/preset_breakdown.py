@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    from lglsearch.cost._phone.phone_kernels import PhoneKernelModel, part_kernels
+except ImportError:  # a checkout before the phone models moved into cost/_phone (issue 28)
+    from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
 from lglsearch.cost.ops import arch_ops, op_parts
-from lglsearch.cost.phone_kernels import PhoneKernelModel, part_kernels
 from lglsearch.cost.table import CostTable
 from lglsearch.space import PRESETS, Arch
 
@@ -54,7 +57,7 @@ def breakdown(table: CostTable, arch: Arch) -> dict[str, float]:
                     split[kernel.type] += float(_kernel_costs(fit, [kernel])[0])
                 split["constant"] += float(own.coef[own.columns.index(("block", "constant"))])
     else:
-        from lglsearch.cost.joint import JointKernelModel
+        from lglsearch.cost._phone.joint import JointKernelModel
 
         model = JointKernelModel.from_dict(stored)
         kernels = [k for key in arch_ops(arch) for part, _ in op_parts(key) for k in part_kernels(part)]

@@ -29,11 +29,11 @@ import torch
 
 from lglsearch._files import atomic_write_json
 from lglsearch.cost._metrics import error_summary
-from lglsearch.cost.derive import _sample_reference
-from lglsearch.cost.joint import JointKernelModel, MeasuredSet
+from lglsearch.cost._phone.derive import _sample_reference
+from lglsearch.cost._phone.joint import JointKernelModel, MeasuredSet
+from lglsearch.cost._phone.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
+from lglsearch.cost._phone.reference import load_reference, reference_class
 from lglsearch.cost.kernels import Kernel, KernelModel, decompose
-from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
-from lglsearch.cost.reference import load_reference, reference_class
 
 HERE = Path(__file__).resolve().parent
 COLUMN = "pixel4|1med|float|mean"

@@ -132,8 +132,8 @@ def test_a_smaller_validation_does_not_replace_a_larger_one(tmp_path, monkeypatc
 
 
 def test_derive_refuses_too_few_reference_blocks_before_timing(tmp_path):
-    from lglsearch.cost.derive import derive_table
-    from lglsearch.cost.transfer import TransferModel
+    from lglsearch.cost._phone.derive import derive_table
+    from lglsearch.cost._phone.transfer import TransferModel
 
     needed = TransferModel.pairs_needed(0.2)
     missing = tmp_path / "never-read.json"  # refused before the reference is even opened

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-import lglsearch.cost.power as power
-from lglsearch.cost.derive import PHONES, derive_table, load_model
+import lglsearch.cost._phone.power as power
+from lglsearch.cost._phone.derive import PHONES, derive_table, load_model
+from lglsearch.cost._phone.phone_kernels import PhoneKernelModel, heldout_mask, part_kernels
+from lglsearch.cost._phone.reference import OP_CLASSES, load_reference, reference_class, reference_module
+from lglsearch.cost._phone.transfer import FEATURES, TransferModel
 from lglsearch.cost.ops import arch_ops, op_module, op_parts, space_ops
-from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, part_kernels
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_module
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, known_devices, shipped_dir
-from lglsearch.cost.transfer import FEATURES, TransferModel
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS, load_space
 from tests.conftest import SHARED, profile_power_w, require_shared

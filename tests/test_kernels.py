@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from lglsearch.cost._phone.reference import reference_module
+from lglsearch.cost._phone.transfer import module_features
 from lglsearch.cost.kernels import KernelModel, decompose, design_rows, kernel_terms
 from lglsearch.cost.ops import arch_ops, op_input_shape, op_module
-from lglsearch.cost.reference import reference_module
-from lglsearch.cost.transfer import module_features
 from lglsearch.counting import count_macs
 from lglsearch.errors import LglsearchError
 from lglsearch.space import PRESETS

@@ -11,7 +11,7 @@ import timm
 import torch
 
 from lglsearch.cli import main
-from lglsearch.cost.joint import JointKernelModel, MeasuredSet, speed_ratio
+from lglsearch.cost._phone.joint import JointKernelModel, MeasuredSet, speed_ratio
 from lglsearch.cost.kernels import Kernel, KernelModel, decompose
 from lglsearch.cost.measured import load_measured
 from lglsearch.cost.pricing import network_model, price_kernels

@@ -21,7 +21,7 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from lglsearch.cost.derive import DEFAULT_PER_CLASS, MODELS
+    from lglsearch.cost._phone.derive import DEFAULT_PER_CLASS, MODELS
 
     p = sub.add_parser("devices", help="list the latency tables with their provenance and validation")
     p.add_argument("--json", action="store_true", help="print one JSON list")
@@ -178,7 +178,7 @@ def cmd_lut_build(args: argparse.Namespace) -> None:
 def cmd_lut_derive(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from lglsearch.cost.derive import derive_table
+    from lglsearch.cost._phone.derive import derive_table
     from lglsearch.cost.ops import space_ops
     from lglsearch.cost.runner import OrtRunner
 
@@ -189,8 +189,8 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
 
         scale = 1.0
         if args.measured_reference:
-            from lglsearch.cost.joint import speed_ratio
-            from lglsearch.cost.reference import load_reference
+            from lglsearch.cost._phone.joint import speed_ratio
+            from lglsearch.cost._phone.reference import load_reference
             from lglsearch.errors import LglsearchError
 
             if not args.reference:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lglsearch.cost.build import host_table
-from lglsearch.cost.derive import with_derived_keys
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import HOST, CostTable, known_devices, table_path
 
@@ -47,6 +46,8 @@ def get_table(
             f"{model['name']} model (in memory; `lglsearch lut derive` adds them to the table)",
             file=sys.stderr,
         )
+        from lglsearch.cost._phone.derive import with_derived_keys  # only a derivation needs the phone models
+
         table = with_derived_keys(table, keys, space_name or "keys of this run", runner=runner)
     return table
 

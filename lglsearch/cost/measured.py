@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lglsearch.cost.joint import MeasuredSet
+from lglsearch.cost._phone.joint import MeasuredSet
 from lglsearch.cost.kernels import Kernel, decompose
 from lglsearch.errors import LglsearchError
 

@@ -22,7 +22,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lglsearch.cost.reference import reference_module
 from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LocalAgg, PatchEmbed, SelfAttn
 from lglsearch.space import PROPAGATIONS, SAMPLERS
@@ -218,10 +217,16 @@ class RefKey(OpKey):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return reference_module(self.key)[1]
+        return self.module_and_shape()[1]
 
     def module(self) -> nn.Module:
-        return reference_module(self.key)[0]
+        return self.module_and_shape()[0]
+
+    def module_and_shape(self) -> tuple[nn.Module, tuple[int, ...]]:
+        # reference blocks belong to deriving phone tables: the pricing path does not import them
+        from lglsearch.cost._phone.reference import reference_module
+
+        return reference_module(self.key)
 
 
 _INTERNED: dict[OpKey, OpKey] = {}

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from lglsearch.cost.derive import load_model
-from lglsearch.cost.joint import JointKernelModel
+from lglsearch.cost._phone.derive import load_model
+from lglsearch.cost._phone.joint import JointKernelModel
+from lglsearch.cost._phone.phone_kernels import part_kernels
 from lglsearch.cost.kernels import Kernel, decompose
 from lglsearch.cost.ops import arch_ops, op_parts
-from lglsearch.cost.phone_kernels import part_kernels
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.space import Arch

@@ -166,5 +166,5 @@ def phone_power(device: str) -> PhonePower:
     except KeyError:
         raise LglsearchError(
             f"no power figure for phone {device!r}, so its energy cannot be modelled; add its core's "
-            "power_profile.xml currents and their source to lglsearch/cost/power.py"
+            "power_profile.xml currents and their source to lglsearch/cost/_phone/power.py"
         ) from None

@@ -13,7 +13,7 @@ blocks); a table stores the one it was derived with, its fitted form and both of
 Then every op key's parts are checked against what the fit saw (`coverage`): a key priced outside
 it is marked in the table (`outside_range`) and the share of such keys is in its metadata. Energy
 of every row is modelled from the power-profile figure of the core the latency refers to
-(`lglsearch.cost.power`, one method for every phone), and labelled modelled.
+(`lglsearch.cost._phone.power`, one method for every phone), and labelled modelled.
 
 A failed derivation writes nothing: the table is saved once, whole, at the end.
 """
@@ -30,15 +30,15 @@ import numpy as np
 import pandas as pd
 
 from lglsearch.cost._metrics import error_summary
+from lglsearch.cost._phone.joint import JointKernelModel, MeasuredSet
+from lglsearch.cost._phone.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
+from lglsearch.cost._phone.power import PhonePower, phone_power
+from lglsearch.cost._phone.reference import OP_CLASSES, load_reference, reference_class, reference_kind
+from lglsearch.cost._phone.transfer import TransferModel, host_keys, part_features
 from lglsearch.cost.build import host_table
 from lglsearch.cost.coverage import COLUMN
-from lglsearch.cost.joint import JointKernelModel, MeasuredSet
-from lglsearch.cost.phone_kernels import PhoneKernelModel, heldout_mask, reference_kernels
-from lglsearch.cost.power import PhonePower, phone_power
-from lglsearch.cost.reference import OP_CLASSES, load_reference, reference_class, reference_kind
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable, user_tables_dir
-from lglsearch.cost.transfer import TransferModel, host_keys, part_features
 from lglsearch.errors import LglsearchError
 
 __all__ = [
@@ -92,7 +92,7 @@ PHONES: dict[str, Phone] = {
         "one Kryo core (taskset 70 names cores 4-6, which this 4-core SoC lacks: the cores used are not recorded)",
     ),
 }
-"""The phones of the shipped reference measurements (their power figures: `lglsearch.cost.power`)."""
+"""The phones of the shipped reference measurements (their power figures: `lglsearch.cost._phone.power`)."""
 
 
 def _with_modelled_energy(table: CostTable, power: PhonePower) -> CostTable:

@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from lglsearch.cost._phone.phone_kernels import kernel_coverage, part_kernels
 from lglsearch.cost.kernels import Kernel, KernelModel
 from lglsearch.cost.opkey import HeadKey, OpKey
 from lglsearch.cost.ops import op_parts
-from lglsearch.cost.phone_kernels import kernel_coverage, part_kernels
 from lglsearch.errors import LglsearchError
 
 __all__ = ["FORM", "JointKernelModel", "MeasuredSet", "speed_ratio"]

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from lglsearch.cost._metrics import error_summary
+from lglsearch.cost._phone.reference import OP_CLASSES, reference_class, reference_kind, reference_module
 from lglsearch.cost.kernels import Kernel, KernelModel, decompose
 from lglsearch.cost.ops import op_input_shape, op_module, op_parts
-from lglsearch.cost.reference import OP_CLASSES, reference_class, reference_kind, reference_module
 from lglsearch.errors import LglsearchError
 
 __all__ = ["FORM", "PhoneKernelModel", "heldout_mask", "kernel_coverage", "part_kernels", "reference_kernels"]
@@ -166,7 +166,7 @@ class PhoneKernelModel:
 
     def network_model(self) -> Any:
         """The model that prices a whole network: the all-class fit (a graph has no op classes)."""
-        from lglsearch.cost.joint import JointKernelModel  # joint builds on this module; only this wraps back
+        from lglsearch.cost._phone.joint import JointKernelModel  # joint builds on this module; only this wraps back
 
         return JointKernelModel(self.base, {"reference blocks": 1.0}, "reference blocks")
 

@@ -33,9 +33,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from lglsearch.cost._metrics import error_summary
+from lglsearch.cost._phone.reference import OP_CLASSES
 from lglsearch.cost.build import host_table
 from lglsearch.cost.ops import op_input_shape, op_module, op_parts
-from lglsearch.cost.reference import OP_CLASSES
 from lglsearch.cost.runner import OrtRunner
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
