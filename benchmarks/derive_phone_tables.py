@@ -28,6 +28,7 @@ from pathlib import Path
 
 from whole_models import RUNTIMES, load_dev, measured_sets
 
+from lglsearch.cli._tables import print_reference_blocks
 from lglsearch.cost._phone.derive import MODELS, derive_table, with_coverage
 from lglsearch.cost._phone.joint import JointKernelModel, speed_ratio
 from lglsearch.cost._phone.reference import load_reference
@@ -87,13 +88,7 @@ def main() -> None:
         print(f"\n{device}: {len(table)} entries in {seconds:.0f} s; held-out error of the {model['name']} model:")
         print("| class | n | within +-10% | within +-5% | MAPE |")
         print("|---|---|---|---|---|")
-        blocks = (model.get("errors") or {}).get("reference_blocks") or {}
-        for op_class, h in sorted((blocks.get("by_class") or {}).items()):
-            print(
-                f"reference blocks {blocks['split']}, {op_class}: n={h['n']}, {100 * h['within_10pct']:.0f}% within "
-                f"+-10%, {100 * h['within_20pct']:.0f}% within +-20%, MAPE {100 * h['mape']:.1f}%, median ratio "
-                f"{h['median_ratio']:.3f}"
-            )
+        print_reference_blocks((model.get("errors") or {}).get("reference_blocks"), "")
         for op_class, h in sorted(model.get("heldout", {}).items()):
             print(
                 f"| {op_class} | {h['n']} | {100 * h['within_10pct']:.0f}% | {100 * h['within_5pct']:.0f}% | "

@@ -216,13 +216,7 @@ def cmd_lut_derive(args: argparse.Namespace) -> None:
         f"{table.device}: {len(table)} entries ({table.meta['method']}, {model['name']} model), "
         f"{table.meta['description']}"
     )
-    blocks = (model.get("errors") or {}).get("reference_blocks") or {}
-    for op_class, h in sorted((blocks.get("by_class") or {}).items()):
-        print(
-            f"  reference blocks, {blocks['split']}, {op_class:<14} n={h['n']:<4} within +-10% "
-            f"{100 * h['within_10pct']:3.0f}%  within +-20% {100 * h['within_20pct']:3.0f}%  "
-            f"MAPE {100 * h['mape']:.1f}%"
-        )
+    print_reference_blocks((model.get("errors") or {}).get("reference_blocks"), "  ")
     for op_class, h in sorted((model.get("heldout") or {}).items()):
         print(
             f"  held-out {op_class:<14} n={h['n']:<4} within +-10% {100 * h['within_10pct']:3.0f}%  "
@@ -261,37 +255,23 @@ def cmd_lut_import(args: argparse.Namespace) -> None:
         )
 
 
-def _validate_measured(args: argparse.Namespace) -> None:
+def cmd_lut_validate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from lglsearch.cost.validate import record_validation, validate_measured, validation_path
-
-    table, result = validate_measured(args.device, args.measured, progress=not args.json)
-    name = f"measured:{Path(args.measured).name}"
-    note = record_validation(table, name, result.summary, replace=args.replace)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    s = result.summary
-    if args.json:
-        print(json.dumps(s))
-        return
-    print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(
-        f"\n{s['n']} networks of {args.measured} on {table.device}: {100 * s['within_10pct']:.0f}% / "
-        f"{100 * s['within_20pct']:.0f}% / {100 * s['within_30pct']:.0f}% within +-10/20/30%, MAPE "
-        f"{100 * s['mape']:.1f}%, median predicted/measured {s['median_ratio']:.3f}, Spearman {s['spearman']:.3f}; "
-        f"stored as {name} in {validation_path(table.device).with_suffix('.json')}"
+    from lglsearch.cost.validate import (
+        record_validation,
+        validate_host_table,
+        validate_measured,
+        validate_phone_table,
+        validation_path,
     )
 
-
-def cmd_lut_validate(args: argparse.Namespace) -> None:
-    from lglsearch.cost.validate import record_validation, validate_host_table, validate_phone_table, validation_path
-
-    if args.measured:
-        _validate_measured(args)
-        return
     space = space_of(args.space)
-    if args.adb:
+    name = space.name
+    if args.measured:
+        table, result = validate_measured(args.device, args.measured, progress=not args.json)
+        name = f"measured:{Path(args.measured).name}"
+    elif args.adb:
         from lglsearch.cost.adb import AdbPhone
 
         table, result = validate_phone_table(
@@ -315,7 +295,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
             rounds=args.rounds,
             progress=not args.json,
         )
-    note = record_validation(table, space.name, result.summary, replace=args.replace)
+    note = record_validation(table, name, result.summary, replace=args.replace)
     if note:
         print(f"note: {note}", file=sys.stderr)
     s = result.summary
@@ -323,6 +303,14 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
         print(json.dumps(s))
         return
     print(result.rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.measured:
+        print(
+            f"\n{s['n']} networks of {args.measured} on {table.device}: {100 * s['within_10pct']:.0f}% / "
+            f"{100 * s['within_20pct']:.0f}% / {100 * s['within_30pct']:.0f}% within +-10/20/30%, MAPE "
+            f"{100 * s['mape']:.1f}%, median predicted/measured {s['median_ratio']:.3f}, Spearman "
+            f"{s['spearman']:.3f}; stored as {name} in {validation_path(table.device).with_suffix('.json')}"
+        )
+        return
     if args.adb:
         print(
             f"\n{s['n']} archs of {space.name} on {args.adb} ({s['command']}): {100 * s['within_10pct']:.0f}% "
@@ -380,16 +368,20 @@ def cmd_devices(args: argparse.Namespace) -> None:
             )
         if row.get("model"):  # a derived table: how its phone model does on whole networks and blocks
             _print_whole_networks(row.get("whole_networks"), pad)
-            blocks = row.get("reference_blocks") or {}
-            for op_class, v in sorted((blocks.get("by_class") or {}).items()):
-                print(
-                    f"{pad}reference blocks {blocks['split']}, {op_class}: {100 * v['within_10pct']:.0f}% within "
-                    f"+-10%, {100 * v['within_20pct']:.0f}% within +-20% (n={v['n']}), median ratio "
-                    f"{v['median_ratio']:.2f}"
-                )
+            print_reference_blocks(row.get("reference_blocks"), pad)
         if row.get("heldout"):
             _print_model_reach(row, pad)
         _print_energy(row.get("energy") or {}, pad)
+
+
+def print_reference_blocks(blocks: dict | None, pad: str) -> None:
+    """A joint model's error on the phone's reference blocks, per op class."""
+    for op_class, v in sorted(((blocks or {}).get("by_class") or {}).items()):
+        print(
+            f"{pad}reference blocks {blocks['split']}, {op_class}: {100 * v['within_10pct']:.0f}% within +-10%, "
+            f"{100 * v['within_20pct']:.0f}% within +-20% (n={v['n']}), MAPE {100 * v['mape']:.1f}%, median "
+            f"predicted/measured {v['median_ratio']:.2f}"
+        )
 
 
 def _print_whole_networks(errors: dict | None, pad: str) -> None:
