@@ -171,3 +171,34 @@ def test_a_preset_costs_the_same_as_its_onnx_graph_and_as_its_op_keys(tmp_path) 
     path = export_onnx(build_model(arch).eval(), torch.randn(1, 3, 224, 224), tmp_path / "xxs.onnx")
     table = CostTable.load("snapdragon888")
     assert price_onnx(network_model(table), path).latency_ms == pytest.approx(table.latency(arch), rel=0.01)
+
+
+def test_lut_derive_fits_the_joint_model_on_measured_networks(tmp_path, monkeypatch, capsys) -> None:
+    from tests.conftest import SHARED, require_shared
+
+    reference = require_shared(SHARED / "data" / "phone-luts" / "pixel4-snapdragon855.json")
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "nets.csv"
+    csv.write_text(
+        "model,latency_ms,input_size,runtime\ntimm:resnet18,40,96,TFLite 2.15\n"
+        "timm:mobilenetv2_100,12,96,TFLite 2.15\ntimm:deit_tiny_patch16_224,130,224,TFLite 2.15\n"
+    )
+    base = ["lut", "derive", "--device", "snapdragon855", "--reference", str(reference), "--space", "tiny"]
+    assert main([*base, "--measured", str(csv), "--per-class", "30"]) == 0
+    out = capsys.readouterr().out
+    model = CostTable.load("snapdragon855").phone_model()
+    assert (
+        model["name"] == "joint"
+        and model["sources"]["networks"] == {"TFLite 2.15": 3}
+        and model["sources"]["blocks"] > 0
+    )
+    assert "held out" in model["errors"]["reference_blocks"]["split"] and "reference blocks held out" in out
+    # networks alone: the blocks only check the fit
+    assert main([*base, "--measured", str(csv), "--per-class", "30", "--networks-only"]) == 0
+    model = CostTable.load("snapdragon855").phone_model()
+    assert model["sources"]["blocks"] == 0 and "saw no block" in model["errors"]["reference_blocks"]["split"]
+    # the joint model needs networks; another model takes none
+    assert main([*base, "--model", "joint", "--per-class", "30"]) == 2
+    assert "--measured" in capsys.readouterr().err
+    assert main([*base, "--model", "kernel", "--measured", str(csv), "--per-class", "30"]) == 2
+    assert "joint model only" in capsys.readouterr().err
