@@ -138,6 +138,10 @@ def _whole_network_lines(model: dict[str, Any], meta: dict[str, Any]) -> list[st
         + ("" if errors["this_phone"] == "measured here" else f"; this phone: {errors['this_phone']}")
         + "."
     )
+    blocks = (model.get("errors") or {}).get("reference_blocks") or {}
+    if blocks.get("by_class"):
+        shares = ", ".join(f"{c} {100 * v['within_20pct']:.0f}%" for c, v in sorted(blocks["by_class"].items()))
+        lines.append(f"  - the phone's reference blocks, {blocks['split']}: within +-20% {shares}.")
     priced_as = sorted(
         {
             f"{kind} as {e['priced_as']}"

@@ -202,3 +202,18 @@ def test_lut_derive_fits_the_joint_model_on_measured_networks(tmp_path, monkeypa
     assert "--measured" in capsys.readouterr().err
     assert main([*base, "--model", "kernel", "--measured", str(csv), "--per-class", "30"]) == 2
     assert "joint model only" in capsys.readouterr().err
+
+
+def test_the_report_states_the_whole_network_error_band_and_block_error() -> None:
+    from lglsearch.report import _whole_network_lines
+
+    table = CostTable.load("snapdragon888")
+    model = table.phone_model()
+    text = "\n".join(_whole_network_lines(model, table.meta))
+    whole = model["errors"]["whole_networks"]
+    assert f"+-{whole['band_pct']}%" in text and "this phone: none measured" in text
+    for group, e in whole["leave_one_family_out"].items():
+        assert f"{e['n']} {group} measured on" in text and f"Spearman {e['spearman']:.3f}" in text
+    assert "reference blocks, held out" in text
+    assert _whole_network_lines({}, {}) == []  # a measured table: its validation speaks for it
+    assert "not measured" in _whole_network_lines({"name": "kernel"}, {})[0]
