@@ -11,13 +11,21 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="parameters and MACs of an arch, or the phone latency of any ONNX model")
+    p = sub.add_parser(
+        "predict", help="parameters and MACs of an arch, or the phone latency of any ONNX or TFLite model"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--arch", metavar="SPEC", help=ARCH_HELP)
     what.add_argument(
         "--onnx",
         metavar="MODEL.onnx",
         help="price any network's graph, kernel by kernel, with the --device table's phone model",
+    )
+    what.add_argument(
+        "--tflite",
+        metavar="MODEL.tflite",
+        help="price a TFLite file's graph, op by op as converted, as --onnx does (needs the extra: "
+        'pip install "lglsearch[tflite]")',
     )
     p.add_argument(
         "--input-shape", metavar="N,C,H,W", help="with --onnx: the input's shape where the graph leaves it open"
@@ -57,8 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    if args.onnx:
-        _predict_onnx(args)
+    if args.onnx or args.tflite:
+        _predict_graph(args)
         return
     import math
 
@@ -132,13 +140,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
             )
 
 
-def _predict_onnx(args: argparse.Namespace) -> None:
+def _predict_graph(args: argparse.Namespace) -> None:
+    """`predict --onnx` or `predict --tflite`: a graph file priced with the --device table's phone model."""
     from lglsearch.cost.devices import get_table
-    from lglsearch.cost.pricing import network_model, price_onnx, summary_line
+    from lglsearch.cost.pricing import network_model, price_onnx, price_tflite, summary_line
     from lglsearch.errors import LglsearchError
 
+    flag, path = ("--onnx", args.onnx) if args.onnx else ("--tflite", args.tflite)
     if not args.device:
-        raise LglsearchError("--onnx prices a graph on a phone: name its table with --device (see lglsearch devices)")
+        raise LglsearchError(f"{flag} prices a graph on a phone: name its table with --device (see lglsearch devices)")
+    if args.tflite and args.input_shape:
+        raise LglsearchError("--input-shape is for --onnx; a .tflite file's shapes are fixed when it is converted")
     shape = None
     if args.input_shape:
         try:
@@ -149,13 +161,13 @@ def _predict_onnx(args: argparse.Namespace) -> None:
             ) from None
     table = get_table(args.device, fill="none")
     model = network_model(table)  # a table that cannot price a graph says so before the graph is read
-    price = price_onnx(model, args.onnx, shape)
-    result = {"model": str(args.onnx), "device": table.device} | price.to_dict()
+    price = price_onnx(model, path, shape) if args.onnx else price_tflite(model, path)
+    result = {"model": str(path), "device": table.device} | price.to_dict()
     result["whole_network_error"] = model.errors.get("whole_networks", "not measured for this table")
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.onnx} on {table.device}: {summary_line(price)}")
+    print(f"{path} on {table.device}: {summary_line(price)}")
     errors = model.errors.get("whole_networks")
     if errors:
         for group, e in errors["leave_one_family_out"].items():

@@ -33,6 +33,7 @@ __all__ = [
     "price_kernels",
     "price_module",
     "price_onnx",
+    "price_tflite",
     "summary_line",
     "whole_network_band",
 ]
@@ -120,6 +121,13 @@ def price_onnx(model: JointKernelModel, path: str | Path, input_shape: Sequence[
     from lglsearch.cost.graph import onnx_kernels  # onnx is imported only when a graph is priced
 
     return price_kernels(model, onnx_kernels(path, input_shape))
+
+
+def price_tflite(model: JointKernelModel, path: str | Path) -> Price:
+    """The price of a .tflite file's graph, op by op as the converter wrote it (needs the tflite extra)."""
+    from lglsearch.cost.tflite_graph import tflite_kernels  # LiteRT is imported only when a file is priced
+
+    return price_kernels(model, tflite_kernels(path))
 
 
 def summary_line(price: Price) -> str:
