@@ -616,6 +616,13 @@ class Space:
         """One arch, each choice drawn uniformly and independently with `rng`."""
         return self._make(lambda _name, choices: choices[int(rng.integers(len(choices)))])
 
+    def sample_params(self, rng: np.random.Generator) -> tuple[Arch, dict[str, Any]]:
+        """One arch drawn as `sample` draws it, with the parameters `suggest` would give it (what
+        `optuna.Study.enqueue_trial` takes to propose exactly this arch)."""
+        params: dict[str, Any] = {}
+        arch = self._make(lambda name, choices: params.setdefault(name, choices[int(rng.integers(len(choices)))]))
+        return arch, params
+
     def suggest(self, trial: optuna.trial.BaseTrial) -> Arch:
         """One arch drawn through an Optuna trial (one categorical parameter per choice)."""
         return self._make(lambda name, choices: trial.suggest_categorical(name, list(choices)))

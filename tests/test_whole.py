@@ -217,3 +217,26 @@ def test_the_report_states_the_whole_network_error_band_and_block_error() -> Non
     assert "reference blocks, held out" in text
     assert _whole_network_lines({}, {}) == []  # a measured table: its validation speaks for it
     assert "not measured" in _whole_network_lines({"name": "kernel"}, {})[0]
+
+
+def test_a_fresh_search_starts_from_archs_within_budget() -> None:
+    """Under a tight budget most draws are over it: the first population is drawn by pricing, and
+    Optuna proposes exactly those archs (each the arch `sample` draws, with `suggest`'s parameters)."""
+    import optuna
+
+    from lglsearch.search.objectives import Budgets, Pricer
+    from lglsearch.search.study import _enqueue_within_budget
+    from lglsearch.space import load_space
+
+    space, table = load_space("tiny"), CostTable.load("snapdragon888")
+    rng = np.random.default_rng(5)
+    arch, params = space.sample_params(rng)
+    assert arch == space.sample(np.random.default_rng(5))
+    assert space.suggest(optuna.trial.FixedTrial(params)) == arch
+    latencies = [table.latency(space.sample(rng)) for _ in range(400)]
+    budget = float(np.percentile(latencies, 10))  # about one draw in ten within budget
+    pricer = Pricer(table, Budgets(budget, None))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    _enqueue_within_budget(study, space, pricer, 8, np.random.default_rng(0))
+    archs = [space.suggest(study.ask()) for _ in range(8)]
+    assert len(set(archs)) == 8 and all(pricer(a).feasible for a in archs)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -270,6 +271,30 @@ def _cut_torn_line(journal: Path) -> None:
     print(f"lglsearch: dropped an unfinished last line of {journal} (a write cut short)", file=sys.stderr)
 
 
+_SCREENED = 200_000
+"""Archs drawn at most to find a first population within budget (each is priced in microseconds)."""
+
+
+_DRAW_AFTER_REJECTED = 20
+"""Over-budget proposals in a row after which the next one is drawn among the archs within budget."""
+
+
+def _enqueue_within_budget(study: optuna.Study, space: Space, pricer: Pricer, n: int, rng: np.random.Generator) -> None:
+    """Queue up to `n` distinct archs within budget, drawn uniformly from the space as the samplers'
+    random start draws them, but priced before Optuna is asked: under a tight budget most draws are
+    over it, and each costs the study an ask and a tell (tens of ms, more as the study grows)
+    instead of a price."""
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(_SCREENED):
+        if len(found) >= n:
+            break
+        arch, params = space.sample_params(rng)
+        if arch.id not in found and pricer(arch).feasible:
+            found[arch.id] = params
+    for params in found.values():
+        study.enqueue_trial(params)
+
+
 def _optimise(
     study: optuna.Study,
     space: Space,
@@ -289,6 +314,11 @@ def _optimise(
         )
         for t in complete
     }
+    # a fresh study's first population is drawn among the archs within budget; so is a proposal after
+    # _DRAW_AFTER_REJECTED over-budget ones in a row (the sampler's children of a tight budget mostly are)
+    draws = np.random.default_rng([config.seed, len(study.trials)])
+    if not study.trials:
+        _enqueue_within_budget(study, space, pricer, config.population, draws)
     done, rejected = len(complete), 0
     in_flight: dict[int, tuple[optuna.trial.Trial, Price, str]] = {}
     bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not progress, file=sys.stderr)
@@ -320,6 +350,8 @@ def _optimise(
                 trial.set_user_attr("rejected", price.over)
                 study.tell(trial, state=TrialState.PRUNED)
                 rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
+                if rejected_in_row % _DRAW_AFTER_REJECTED == 0:
+                    _enqueue_within_budget(study, space, pricer, 1, draws)
                 if rejected_in_row >= _MAX_REJECTED_IN_A_ROW:
                     raise LglsearchError(
                         f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
