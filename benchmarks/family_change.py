@@ -3,7 +3,9 @@ another table: every scored trial re-priced, the front of (proxy top-1, latency)
 recomputed, members kept, dropped and new. The accuracies are the run's own (the proxy); only the
 latency axis changes. Usage:
 
-    python benchmarks/family_change.py --before /tmp/before/latency_tables [--budget-ms 30]
+    python benchmarks/family_change.py --before /tmp/before/latency_tables --run /tmp/before/runs/snapdragon888-30ms
+
+(`--run` defaults to the committed example; the figures in RESULTS are of the example at d82c099.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from lglsearch.search.pareto import nondominated_ranks
 from lglsearch.space import Arch
 
 HERE = Path(__file__).resolve().parent
-RUN = HERE.parent / "runs" / "snapdragon888-30ms"
 
 
 def front(trials: pd.DataFrame, latency: str, budget: float) -> pd.DataFrame:
@@ -33,16 +34,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="the tables' folder before")
     parser.add_argument("--after", type=Path, default=HERE.parent / "latency_tables")
+    parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "snapdragon888-30ms")
     parser.add_argument("--device", default="snapdragon888")
     parser.add_argument("--budget-ms", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=HERE / "whole_models" / "family_change.json")
     args = parser.parse_args()
-    trials = pd.read_csv(RUN / "trials.csv").dropna(subset=["accuracy"])
+    trials = pd.read_csv(args.run / "trials.csv").dropna(subset=["accuracy"])
     archs = [Arch.from_dict(json.loads(a)) for a in trials["arch"]]
     for label, folder in (("before", args.before), ("after", args.after)):
         table = CostTable.load(folder / f"{args.device}.csv")
         trials[f"{label}_ms"] = [table.latency(a) for a in archs]
-    committed = pd.read_csv(RUN / "pareto.csv")["arch_id"].tolist()
+    committed = pd.read_csv(args.run / "pareto.csv")["arch_id"].tolist()
     fronts = {label: front(trials, f"{label}_ms", args.budget_ms) for label in ("before", "after")}
     columns = ["arch_id", "accuracy", "before_ms", "after_ms", "macs_g"]
     result = {

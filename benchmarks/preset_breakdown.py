@@ -9,7 +9,8 @@ the joint model: one fit, one constant per network). Written to run in any check
 
     git worktree add /tmp/before d82c099
     PYTHONPATH=/tmp/before python benchmarks/preset_breakdown.py --tables /tmp/before/latency_tables --out before.json
-    python benchmarks/preset_breakdown.py --out benchmarks/whole_models/breakdown_after.json
+    python benchmarks/preset_breakdown.py --run /tmp/before/runs/snapdragon888-30ms \
+        --out benchmarks/whole_models/breakdown_after.json
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 DEVICES = ("snapdragon888", "snapdragon855", "tensor-g1", "snapdragon821")
 
 
-def _family() -> dict[str, Arch]:
-    folder = HERE.parent / "runs" / "snapdragon888-30ms" / "family"
+def _family(run: Path) -> dict[str, Arch]:
+    folder = run / "family"
     return {f"family/{p.stem}": Arch.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))}
 
 
@@ -71,8 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=Path, default=HERE.parent / "latency_tables")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "snapdragon888-30ms", help="its family")
     args = parser.parse_args()
-    archs = dict(PRESETS) | _family()
+    archs = dict(PRESETS) | _family(args.run)
     result: dict = {}
     for device in DEVICES:
         table = CostTable.load(args.tables / f"{device}.csv")
