@@ -10,7 +10,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save_torch", "atomic_savefig", "atomic_write", "atomic_write_json", "cache_dir"]
+from lglsearch.errors import LglsearchError
+
+__all__ = [
+    "atomic_save_torch",
+    "atomic_savefig",
+    "atomic_write",
+    "atomic_write_json",
+    "cache_dir",
+    "check_output",
+]
+
+_TEMP_RANDOM = 8
+"""The characters `tempfile.mkstemp` adds to a temporary name's prefix and suffix."""
 
 
 def cache_dir() -> Path:
@@ -28,7 +40,7 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
     readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
@@ -39,6 +51,73 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name (in bytes) the filesystem of `directory` (or its nearest existing
+    ancestor) takes: 255 on the usual ones."""
+    for folder in (directory, *directory.parents):
+        try:
+            return os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # missing, not POSIX, or no such limit
+            continue
+    return 255
+
+
+def _temp_prefix(path: Path) -> str:
+    """The atomic writer's temporary name before mkstemp's random part: `.NAME.`, its NAME cut
+    short where the whole temporary name would exceed the filesystem's limit (whenever the final
+    name fits, the temporary one does too)."""
+    room = _name_max(path.parent) - 2 - _TEMP_RANDOM  # the two dots and the random part
+    name = os.fsencode(path.name)
+    if len(name) > room:
+        name = name[: max(room, 0)]
+    return f".{os.fsdecode(name)}."
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped byte of a name that is not UTF-8
+        return True
+    return False
+
+
+def check_output(path: str | Path, flag: str, *, directory: bool = False) -> Path:
+    """Refuse, before any work, an output path that would fail only when written. `flag` names the
+    option it came from in the message (e.g. "--onnx").
+
+    A file (`directory` False) is refused when it is a directory, when its name is not UTF-8, when
+    its name (or a folder to be made on the way) is longer than the filesystem takes, or when the
+    folder it goes in cannot be made or written to. An existing file is fine: it is replaced.
+    A directory (`directory` True) is refused when it is an existing file, and on the same names
+    and folders. Returns the path."""
+    text, path = str(path), Path(path)
+    if _unencodable(text):
+        raise LglsearchError(
+            f"{flag} {text!r}: the name is not valid UTF-8 (a byte from another encoding); give a UTF-8 name"
+        )
+    limit = _name_max(path.parent if not directory else path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit and part not in (os.sep, "/"):
+            raise LglsearchError(
+                f"{flag} {path}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, more than the "
+                f"filesystem's {limit}; give a shorter name"
+            )
+    if directory:
+        if path.exists() and not path.is_dir():
+            raise LglsearchError(
+                f"{flag} {path} is an existing file, not a directory; name a new or existing directory"
+            )
+    elif path.is_dir() or text.endswith(("/", os.sep)):
+        raise LglsearchError(f"{flag} {path} is a directory; name the file to write, e.g. a new name inside it")
+    folder = path if directory else path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise LglsearchError(f"{flag} {path}: {existing} is a file, not a folder; give a path under a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LglsearchError(f"{flag} {path}: {existing} is not writable; give a path you can write to")
+    return path
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:

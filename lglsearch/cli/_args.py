@@ -9,6 +9,7 @@ import re
 __all__ = [
     "ARCH_HELP",
     "COUNT",
+    "DATA_HELP",
     "FRACTION",
     "NATURAL",
     "NATURAL_FLOAT",
@@ -28,6 +29,11 @@ __all__ = [
     "space_of",
 ]
 
+DATA_HELP = (
+    "a directory of Fashion-MNIST IDX files or an ImageFolder (default: the embedded proxy); checked when opened, "
+    "before any training: at least 2 classes, as many IDX labels as images, and every ImageFolder image verified "
+    "(a corrupt one is refused, naming it, not skipped)"
+)
 ARCH_HELP = "a preset (edgevit_xxs, edgevit_xs, edgevit_s), a JSON file or inline JSON"
 SPACE_HELP = "a space YAML file or a shipped space's name (default: search_spaces/edgevit.yaml)"
 
@@ -114,7 +120,7 @@ def add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="D",
-        help="a directory of Fashion-MNIST IDX files or an ImageFolder (default: the embedded proxy)",
+        help=DATA_HELP,
     )
 
 
@@ -134,7 +140,7 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     (`search`, `score` and `supernet eval`; the score's seed and supernet are each command's own)."""
     from lglsearch.search.execution import SCORE_IMAGES
 
-    p.add_argument("--data", metavar="D", help="the supernet's data (default: the embedded proxy)")
+    p.add_argument("--data", metavar="D", help=f"the supernet's data: {DATA_HELP}")
     p.add_argument(
         "--finetune-steps",
         type=NATURAL,

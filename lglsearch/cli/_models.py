@@ -40,11 +40,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", required=True, metavar="SPEC", help=ARCH_HELP)
     p.add_argument("--checkpoint", metavar="FILE", help="state dict of this project's or the reference model")
-    p.add_argument("--onnx", metavar="OUT", help="ONNX file to write")
+    p.add_argument(
+        "--onnx",
+        metavar="OUT",
+        help="ONNX file to write; an existing file of that name is replaced once the export is checked (until "
+        "then it is kept as it was)",
+    )
     p.add_argument(
         "--tflite",
         metavar="OUT",
-        help='TFLite file to write (fp32, batch 1; needs the extra: pip install "lglsearch[tflite]")',
+        help='TFLite file to write (fp32, batch 1; needs the extra: pip install "lglsearch[tflite]"); an existing '
+        "file of that name is replaced, as with --onnx",
     )
     p.add_argument("--opset", type=Ranged(int, 17), default=17, help="ONNX opset (>= 17, default 17)")
     p.add_argument(
@@ -180,12 +186,16 @@ def _predict_graph(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from lglsearch._files import check_output
     from lglsearch.errors import LglsearchError
     from lglsearch.export import export_arch, export_arch_tflite, read_checkpoint, require_litert
     from lglsearch.space import parse_arch
 
     if not (args.onnx or args.tflite):
         raise LglsearchError("export needs a file to write: give --onnx OUT.onnx, --tflite OUT.tflite or both")
+    for flag, path in (("--onnx", args.onnx), ("--tflite", args.tflite)):
+        if path:
+            check_output(path, flag)  # a directory or an unwritable name, refused before any export work
     if args.tflite:
         require_litert()  # a missing extra fails before any export work
     arch = parse_arch(args.arch)

@@ -81,10 +81,13 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
+    from lglsearch._files import check_output
     from lglsearch.report import write_search_report
     from lglsearch.search.pareto import front_frame
     from lglsearch.search.study import SearchConfig, default_out, run_search
 
+    if args.out:
+        check_output(args.out, "--out", directory=True)  # before the supernet and the study, not after
     scoring = score_options(args)
     config = SearchConfig(
         device=args.device,
@@ -105,7 +108,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         workers=args.workers,
         ray_address=args.ray_address,
     )
-    out = Path(args.out) if args.out else default_out(config)
+    out = Path(args.out) if args.out else check_output(default_out(config), "--out (default)", directory=True)
     try:
         run = run_search(config, out, resume=args.resume)
     except KeyboardInterrupt:

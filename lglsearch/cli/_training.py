@@ -120,8 +120,11 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
     import dataclasses
     from pathlib import Path
 
+    from lglsearch._files import check_output
     from lglsearch.train.supernet import epochs_for_minutes, train_supernet
 
+    if args.out:
+        check_output(args.out, "--out", directory=True)  # before any training, not after
     config = train_config(args, space=args.space)
     if args.minutes is not None:
         epochs = epochs_for_minutes(config, args.minutes, accelerator=args.accelerator)
@@ -172,12 +175,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     import math
     from pathlib import Path
 
+    from lglsearch._files import check_output
     from lglsearch.counting import count
     from lglsearch.space import parse_arch
     from lglsearch.train.recipe import Recipe
     from lglsearch.train.trainer import CHECKPOINT, arch_and_data, train_arch
 
+    if args.out:
+        check_output(args.out, "--out", directory=True)  # before the data and any training, not after
     deployed = parse_arch(args.arch)  # as the search priced it: its own resolution and classes
+    out = Path(args.out) if args.out else check_output(f"runs/train-{deployed.id}", "--out (default)", directory=True)
     arch, data = arch_and_data(deployed, args.data, args.resolution)
     epochs = args.epochs or (1 if args.smoke_test else Recipe.epochs)
     recipe = Recipe(
@@ -191,7 +198,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_steps_per_epoch=2 if args.smoke_test else None,
     )
-    out = Path(args.out or f"runs/train-{deployed.id}")
     trained = train_arch(arch, data, recipe, out, init=args.init, resume=args.resume, accelerator=args.accelerator)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
         return

@@ -8,15 +8,25 @@ point `--data` at the full Fashion-MNIST (a directory of its four IDX files, e.g
 `/usr/share/datasets/fashion-mnist`) or at any ImageFolder directory (e.g. ImageNet, with
 `train/` and `val/` inside).
 
+Data is checked when it is opened, before any training: an IDX pair whose image and label counts
+differ, data with fewer than 2 classes (every model would score 100%), and an ImageFolder image
+that cannot be read are each refused in one error naming the file or folder. Every ImageFolder
+image is verified (PIL's `Image.verify`, on a few threads) when the folder is opened: a corrupt
+one is refused, naming the first and how many, rather than skipped (a silently smaller data set
+would change what is measured) or found mid-epoch; an image that passes verification and still
+cannot be decoded is an error naming it when it is read.
+
 Images are served at the proxy resolution, as 3 channels (grayscale repeated), normalised; the
 training split gets random crops (padding 1/8) and horizontal flips.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import importlib.resources
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +106,23 @@ def _read_idx_dir(directory: Path) -> dict[str, np.ndarray]:
     missing = [_IDX_FILES[k] for k, f in files.items() if f is None]
     if missing:
         raise LglsearchError(f"{directory} lacks the IDX file(s) {missing} (.gz or not)")
-    return {k: read_idx(f) for k, f in files.items()}
+    arrays = {k: read_idx(f) for k, f in files.items()}
+    for split in ("train", "val"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if len(images) != len(labels):
+            raise LglsearchError(
+                f"{files[f'{split}_x']} holds {len(images):,} images but {files[f'{split}_y']} holds {len(labels):,} "
+                "labels; give the matching pair of IDX files (one label per image)"
+            )
+    return arrays
+
+
+def _check_classes(count: int, where: str) -> None:
+    if count < 2:
+        raise LglsearchError(
+            f"{where} has {count} class{'' if count == 1 else 'es'}: every model would score 100% on it; "
+            "give data of at least 2 classes (an ImageFolder needs 2 or more class folders in train/ and val/)"
+        )
 
 
 def make_proxy(
@@ -222,7 +248,9 @@ def load_data(spec: str | Path | None, resolution: int) -> ImageData:
             "Fashion-MNIST IDX files, an ImageFolder directory, or leave --data out for the proxy"
         )
     if _idx_file(path, _IDX_FILES["train_x"]) is not None:
-        return _arrays(_read_idx_dir(path), resolution, gray, f"Fashion-MNIST IDX files in {path.resolve()}")
+        arrays = _read_idx_dir(path)
+        _check_classes(len(np.unique(arrays["train_y"])), f"the IDX data in {path}")
+        return _arrays(arrays, resolution, gray, f"Fashion-MNIST IDX files in {path.resolve()}")
     return _image_folder(path, resolution)
 
 
@@ -237,6 +265,42 @@ def _arrays(arrays: dict[str, np.ndarray], resolution: int, stats: tuple, source
     )
 
 
+def _load_image(path: str):  # -> PIL.Image.Image
+    """ImageFolder's loader, with a file that cannot be decoded an error naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f, Image.open(f) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's decoders raise all three
+        raise LglsearchError(f"image {path} cannot be decoded ({err}); remove or replace it") from None
+
+
+def _is_corrupt(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception:  # PIL raises many kinds for a bad file; each one means unreadable
+        return True
+    return False
+
+
+def _verify_images(paths: list[str], folder: Path) -> None:
+    """Every image opens and verifies (a few threads: it is mostly reading); refused otherwise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        bad = [path for path, corrupt in zip(paths, pool.map(_is_corrupt, paths, chunksize=64), strict=True) if corrupt]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise LglsearchError(
+            f"ImageFolder data {folder}: image {bad[0]}{more} cannot be read as an image; remove or replace "
+            f"{'them' if more else 'it'}"
+        )
+
+
 def _image_folder(path: Path, resolution: int) -> ImageData:
     from torchvision.datasets import ImageFolder
 
@@ -244,11 +308,14 @@ def _image_folder(path: Path, resolution: int) -> ImageData:
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise LglsearchError(f"ImageFolder data {path} needs `train/` and `val/` subdirectories of class folders")
     try:
-        train = ImageFolder(str(path / "train"), transform=_transforms(resolution, True, *rgb))
-        val = ImageFolder(str(path / "val"), transform=_transforms(resolution, False, *rgb))
-        calib = ImageFolder(str(path / "train"), transform=_transforms(resolution, False, *rgb))
+        train = ImageFolder(str(path / "train"), transform=_transforms(resolution, True, *rgb), loader=_load_image)
+        val = ImageFolder(str(path / "val"), transform=_transforms(resolution, False, *rgb), loader=_load_image)
     except (FileNotFoundError, RuntimeError) as err:
         raise LglsearchError(f"ImageFolder data {path} holds no images ({err})".replace("\n", " ")) from None
     if train.classes != val.classes:
         raise LglsearchError(f"{path}: train/ and val/ have different class folders")
+    _check_classes(len(train.classes), f"ImageFolder data {path}")
+    _verify_images([sample for sample, _ in train.samples + val.samples], path)
+    calib = copy.copy(train)  # the same files, without augmentation
+    calib.transform = _transforms(resolution, False, *rgb)
     return ImageData(train, val, calib, len(train.classes), f"ImageFolder {path.resolve()}", *rgb)
