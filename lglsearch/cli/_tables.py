@@ -91,6 +91,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--source", required=True, help="who measured it, how, when")
     add_space(p, "report which op keys of this space the table lacks")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a shipped device's name: the imported table then shadows the shipped one for every command",
+    )
     p.set_defaults(func=cmd_lut_import)
     p = lut_sub.add_parser("validate", help="predicted vs measured whole-model latency of sampled archs")
     p.add_argument("--device", default="host", help="the table to validate (host, or a phone's with --adb)")
@@ -242,7 +247,7 @@ def cmd_lut_import(args: argparse.Namespace) -> None:
         "source": args.source,
     }
     space = space_of(args.space)  # a bad --space is refused before anything is written
-    table = import_table(args.device, args.csv, meta=meta)
+    table = import_table(args.device, args.csv, meta=meta, replace=args.replace)
     missing = table.missing(space_ops(space))
     print(
         f"{table.device}: imported {len(table)} ops to {table_path(table.device)} "
@@ -333,14 +338,24 @@ def cmd_lut_validate(args: argparse.Namespace) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> None:
     from lglsearch.cost.devices import describe_devices
+    from lglsearch.cost.table import shadowed_devices, shipped_dir
 
     rows = describe_devices()
+    shadowed = set(shadowed_devices())
+    for row in rows:
+        if row["device"] in shadowed:
+            row["shadows"] = str(shipped_dir() / f"{row['device']}.csv")
     if args.json:
         print(json.dumps(rows))
         return
     pad = " " * 16
     for row in rows:
         print(f"{row['device']:<16}{row['entries']:>6} ops  {row['method']:<9}{row['description']}")
+        if "shadows" in row:
+            print(
+                f"{pad}note: this user table ({row['path']}) shadows the shipped {row['device']} table "
+                f"({row['shadows']}); delete it to use the shipped one again"
+            )
         if row.get("runtime"):
             print(
                 f"{pad}{row['runtime']} ({row.get('runtime_version')}), {row.get('threads')} thread(s), "

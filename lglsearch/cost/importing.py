@@ -10,8 +10,8 @@ Schema of the CSV: a header, then one row per op key.
 
 `key` is an op key as `lglsearch/cost/opkey.py` writes it (one of embed, local_agg, self_attn, head;
 any spelling of it: fields in any order, ``r=4.0`` for ``r=4``; it is stored canonically),
-`latency_ms` a positive latency in milliseconds, `energy_mj` (optional) a non-negative energy in
-millijoules. Every row is checked before anything is written; the table goes to the user cache.
+`latency_ms` a finite positive latency in milliseconds, `energy_mj` (optional) a finite non-negative
+energy in millijoules. Every row is checked before anything is written; the table goes to the user cache.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lglsearch.cost.opkey import OpKey
-from lglsearch.cost.table import HOST, CostTable, user_tables_dir
+from lglsearch.cost.table import HOST, CostTable, shipped_dir, user_tables_dir
 from lglsearch.errors import LglsearchError
 
 __all__ = ["import_table"]
@@ -32,12 +33,20 @@ __all__ = ["import_table"]
 COLUMNS = ("key", "latency_ms", "energy_mj")
 
 
-def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> CostTable:
-    """Validate `csv_path` and save it as `device`'s table (method `imported`) in the user cache."""
+def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any], replace: bool = False) -> CostTable:
+    """Validate `csv_path` and save it as `device`'s table (method `imported`) in the user cache.
+
+    A shipped device's name is refused unless `replace`: the user table would shadow the shipped one
+    for every later command."""
     if device == HOST or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", device):
         raise LglsearchError(
             f"device name {device!r} must be lower-case letters, digits, '-' or '_', and not 'host' "
             "(the host table is measured here)"
+        )
+    if not replace and (shipped_dir() / f"{device}.json").is_file():
+        raise LglsearchError(
+            f"device {device!r} has a shipped table, which this import would replace for every later command; "
+            "give the table another name, or pass --replace to shadow the shipped one"
         )
     path = Path(csv_path)
     if not path.is_file():
@@ -45,9 +54,8 @@ def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> 
     try:
         frame = pd.read_csv(path, dtype={"key": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LglsearchError(
-            f"CSV {path} cannot be read ({str(err).splitlines()[0]}); see the schema in README"
-        ) from None
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise LglsearchError(f"CSV {path} cannot be read ({reason}); see the schema in README") from None
     unknown = [c for c in frame.columns if c not in COLUMNS]
     if unknown or "key" not in frame or "latency_ms" not in frame:
         raise LglsearchError(
@@ -69,12 +77,13 @@ def import_table(device: str, csv_path: str | Path, *, meta: dict[str, Any]) -> 
         if column not in frame:
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() | ((values <= 0) if lowest == "positive" else (values < 0))
+        floats = values.to_numpy(dtype=float)  # inf and nan would pass a `> 0` check
+        bad = ~np.isfinite(floats) | ((floats <= 0) if lowest == "positive" else (floats < 0))
         if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
+            row = int(bad.nonzero()[0][0])
             raise LglsearchError(
                 f"CSV {path} line {row + 2}: {column} {frame[column].iloc[row]} is not a {lowest} number "
-                f"({'milliseconds' if column == 'latency_ms' else 'millijoules'})"
+                f"({'milliseconds' if column == 'latency_ms' else 'millijoules'}, finite)"
             )
         frame[column] = values
     table = CostTable.empty(

@@ -25,7 +25,15 @@ from lglsearch.cost.ops import OpKey, StageArgs, arch_ops, stage_args, stage_ops
 from lglsearch.errors import LglsearchError
 from lglsearch.space import Arch
 
-__all__ = ["HOST", "CostTable", "known_devices", "shipped_dir", "table_path", "user_tables_dir"]
+__all__ = [
+    "HOST",
+    "CostTable",
+    "known_devices",
+    "shadowed_devices",
+    "shipped_dir",
+    "table_path",
+    "user_tables_dir",
+]
 
 _REQUIRED = ("latency_ms",)
 _OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "runs", "energy_mj")
@@ -46,6 +54,14 @@ def known_devices() -> list[str]:
     return sorted(names | {HOST})
 
 
+def shadowed_devices() -> list[str]:
+    """The shipped devices whose table a user table of the same name replaces (`lut import --replace`)."""
+    user, shipped = user_tables_dir(), shipped_dir()
+    if not user.is_dir() or not shipped.is_dir():
+        return []
+    return sorted(p.stem for p in shipped.glob("*.json") if (user / p.name).is_file() and p.stem != HOST)
+
+
 def table_path(device: str) -> Path:
     """Where `device`'s CSV lives: the user cache for `host` and user tables, else the shipped dir."""
     if device == HOST or (user_tables_dir() / f"{device}.json").is_file():
@@ -58,10 +74,54 @@ def table_path(device: str) -> Path:
 
 def _has_energy_column(device: str) -> bool:
     try:
-        meta = json.loads(table_path(device).with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError, LglsearchError):
+        meta = json.loads(table_path(device).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, LglsearchError):  # ValueError: JSON and UTF-8 decoding
         return False
-    return "energy_mj" in meta.get("columns", [])
+    return isinstance(meta, dict) and isinstance(meta.get("columns"), list) and "energy_mj" in meta["columns"]
+
+
+# metadata fields whose type the readers (`describe`, `devices`, pricing) rely on, when present
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "device": (str,),
+    "method": (str,),
+    "description": (str,),
+    "entries": (int,),
+    "keys_sha1": (str,),
+    "columns": (list,),
+    "spaces": (list,),
+    "validation": (dict,),
+    "energy": (dict,),
+    "model": (dict,),
+    "transfer": (dict,),
+    "coverage": (dict,),
+}
+
+
+def _read_meta(meta_path: Path, rebuild: str) -> dict[str, Any]:
+    """A table's metadata, refused in one line naming the file when it is not a JSON object of the
+    expected fields (not UTF-8, not JSON, too deep, a list, a field of another type)."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise LglsearchError(f"metadata {meta_path} is not UTF-8 text (byte {err.start}); {rebuild}") from None
+    except json.JSONDecodeError as err:
+        raise LglsearchError(f"metadata {meta_path} is not valid JSON ({err}); {rebuild}") from None
+    except RecursionError:
+        raise LglsearchError(f"metadata {meta_path} is nested too deeply to be a table's metadata; {rebuild}") from None
+    except OSError as err:
+        raise LglsearchError(f"metadata {meta_path} cannot be read ({err.strerror or err}); {rebuild}") from None
+    if not isinstance(meta, dict):
+        raise LglsearchError(
+            f"metadata {meta_path} holds a JSON {type(meta).__name__}, not the object a table's metadata is; {rebuild}"
+        )
+    for field, kinds in _META_TYPES.items():
+        value = meta.get(field)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise LglsearchError(
+                f"metadata {meta_path}: field {field!r} is a {type(value).__name__}, not a "
+                f"{' or '.join(k.__name__ for k in kinds)}; {rebuild}"
+            )
+    return meta
 
 
 def _keys_digest(keys: Iterable[str]) -> str:
@@ -139,10 +199,7 @@ class CostTable:
             if device == HOST:
                 raise LglsearchError(f"no host table yet at {path}; build it with `lglsearch lut build --device host`")
             raise LglsearchError(f"table {path} or its metadata {meta_path.name} is missing; {rebuild}")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise LglsearchError(f"metadata {meta_path} is not valid JSON ({err}); {rebuild}") from None
+        meta = _read_meta(meta_path, rebuild)
         try:
             frame = pd.read_csv(path, index_col="key")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError) as err:
@@ -152,12 +209,21 @@ class CostTable:
             if column not in frame:
                 raise LglsearchError(f"table {path} has no `{column}` column; {rebuild}")
         numeric = frame.apply(pd.to_numeric, errors="coerce")
-        bad = numeric[_REQUIRED[0]].isna() | (numeric[_REQUIRED[0]] <= 0)
+        latency = numeric[_REQUIRED[0]].to_numpy(dtype=float)
+        bad = ~np.isfinite(latency) | (latency <= 0)
         if bad.any():
             raise LglsearchError(
-                f"table {path} is corrupt: row {frame.index[bad.to_numpy()][0]!r} has no positive latency_ms "
+                f"table {path} is corrupt: row {frame.index[bad][0]!r} has no finite positive latency_ms "
                 f"(truncated or edited?); {rebuild}"
             )
+        if "energy_mj" in numeric:  # missing energies are allowed (the table then has none); others are checked
+            energy = numeric["energy_mj"].to_numpy(dtype=float)
+            bad = np.isinf(energy) | (energy < 0)
+            if bad.any():
+                raise LglsearchError(
+                    f"table {path} is corrupt: row {frame.index[bad][0]!r} has energy_mj {energy[bad][0]}, "
+                    f"not a finite non-negative number; {rebuild}"
+                )
         if frame.index.has_duplicates:
             raise LglsearchError(
                 f"table {path} lists op key {frame.index[frame.index.duplicated()][0]!r} twice; {rebuild}"

@@ -23,7 +23,15 @@ from lglsearch.errors import LglsearchError
 from lglsearch.nn.blocks import LGLBlock, PatchEmbed
 from lglsearch.space import PRESETS, Arch, parse_arch
 
-__all__ = ["TRAINING_SUMMARY", "EdgeViT", "build_model", "checkpoint_filter_fn", "load_checkpoint"]
+__all__ = [
+    "TRAINING_SUMMARY",
+    "EdgeViT",
+    "build_model",
+    "check_shapes",
+    "check_state_dict",
+    "checkpoint_filter_fn",
+    "load_checkpoint",
+]
 
 
 class EdgeViTStage(nn.Module):
@@ -129,12 +137,63 @@ _RENAMES = (
 )
 
 
+def _unwrap(state_dict: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """The state dict inside a training checkpoint's wrapper (timm's order: EMA weights first), or itself."""
+    for wrapper in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
+            return state_dict[wrapper]
+    return state_dict
+
+
+def check_state_dict(state_dict: Any, source: str = "checkpoint") -> None:
+    """Refuse, in one line naming the first bad entry, a state dict that is not text keys to tensors
+    (a file may come from anyone: its contents are checked before anything reads them)."""
+    if not isinstance(state_dict, Mapping):
+        raise LglsearchError(
+            f"{source} holds a {type(state_dict).__name__}, not a state dict; give a state dict saved with torch.save"
+        )
+    inner = _unwrap(state_dict)
+    for key, value in inner.items():
+        if not isinstance(key, str):
+            raise LglsearchError(
+                f"{source} is not a state dict: key {key!r} is a {type(key).__name__}, not text; "
+                "give a state dict saved with torch.save(model.state_dict())"
+            )
+        if not isinstance(value, torch.Tensor):
+            raise LglsearchError(
+                f"{source} is not a state dict: {key} holds a {type(value).__name__}, not a tensor; "
+                "give a state dict saved with torch.save(model.state_dict())"
+            )
+
+
+def check_shapes(model: nn.Module, state_dict: Mapping[str, Any], source: str, fix: str, what: str = "arch") -> None:
+    """Refuse, in one line naming the first mismatching key, a state dict (already in this project's
+    names) whose keys or tensor shapes differ from `model`'s, before `load_state_dict` sees it."""
+    check_state_dict(state_dict, source)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if wrong:
+        key, got, want = wrong[0]
+        raise LglsearchError(
+            f"{source} does not fit the {what}: {key} has shape {got}, the model expects {want} "
+            f"({len(wrong)} tensor(s) differ); {fix}"
+        )
+    if missing or unexpected:
+        raise LglsearchError(
+            f"{source} does not fit the {what}: {len(missing)} missing key(s) (first: "
+            f"{missing[:1]}), {len(unexpected)} unexpected (first: {unexpected[:1]}); {fix}"
+        )
+
+
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
     """A state dict of this project's model from one of ours or of the reference implementation."""
-    for wrapper in ("state_dict_ema", "model_ema", "state_dict", "model"):  # timm's order: EMA weights first
-        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
-            state_dict = state_dict[wrapper]
-            break
+    state_dict = _unwrap(state_dict)
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if any(k.startswith("stages.") for k in state_dict):
         return dict(state_dict)  # already native
@@ -147,28 +206,11 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module | None 
 
 
 def load_checkpoint(model: EdgeViT, state_dict: Mapping[str, Any], source: str = "checkpoint") -> None:
-    """Load ours or a reference state dict strictly; a mismatch is one line naming the first key."""
+    """Load ours or a reference state dict strictly; a state dict that is not text keys to tensors, or
+    does not fit the model, is one line naming the first bad key."""
+    check_state_dict(state_dict, source)  # before any key is read as text
     converted = checkpoint_filter_fn(state_dict, model)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    wrong = [
-        (k, tuple(v.shape), tuple(expected[k].shape))
-        for k, v in converted.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    fix = f"pass the arch it was trained with (this model is arch {model.arch.id})"
-    if wrong:
-        key, got, want = wrong[0]
-        raise LglsearchError(
-            f"{source} does not fit the arch: {key} has shape {got}, the model expects {want} "
-            f"({len(wrong)} tensor(s) differ); {fix}"
-        )
-    if missing or unexpected:
-        raise LglsearchError(
-            f"{source} does not fit the arch: {len(missing)} missing key(s) (first: "
-            f"{missing[:1]}), {len(unexpected)} unexpected (first: {unexpected[:1]}); {fix}"
-        )
+    check_shapes(model, converted, source, f"pass the arch it was trained with (this model is arch {model.arch.id})")
     model.load_state_dict(converted, strict=True)
 
 

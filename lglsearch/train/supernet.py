@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from lglsearch._files import atomic_save_torch, atomic_write, cache_dir
 from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
+from lglsearch.nn.edgevit import check_shapes, check_state_dict
 from lglsearch.nn.supernet import Supernet
 from lglsearch.space import Space, load_space
 from lglsearch.train._distributed import placement
@@ -86,11 +87,14 @@ def _train_supernet(config: TrainConfig, out: Path | None, *, progress: bool, ac
     checkpoint = directory / CHECKPOINT
     # the checkpoint is checked against the whole recipe before anything that describes it is written
     state = _read_checkpoint(checkpoint, config, space, where.world) if checkpoint.is_file() else None
+    torch.manual_seed(config.seed)
+    net = Supernet(space)  # of the user's space, which the checkpoint's recorded one equals (checked above)
+    if state is not None:  # its tensors against the supernet's, before anything loads them
+        check_shapes(net, state["net"], f"supernet checkpoint {checkpoint}", _RETRAIN, what="space")
+    net = net.to(where.device)
     if where.main:
         extra = {"data_source": data.source, "space_resolved": space.to_dict(), "world": where.world}
         atomic_write(directory / "config.json", json.dumps(dataclasses.asdict(config) | extra, indent=2))
-    torch.manual_seed(config.seed)
-    net = Supernet(space).to(where.device)
     start_epoch = 0 if state is None else state["epoch"]
     if progress and 0 < start_epoch < config.epochs:
         print(f"lglsearch: resuming the supernet at epoch {start_epoch + 1} from {checkpoint}", file=sys.stderr)
@@ -202,8 +206,21 @@ def _sandwich_step(
     return total
 
 
+_RETRAIN = "it was not written by this version of lglsearch: retrain it, or pass another --out"
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    return load_training_checkpoint(path, "supernet", ("net", "epoch", "space"))
+    """A supernet checkpoint with its recorded contents' types checked (nothing is built from it yet)."""
+    state = load_training_checkpoint(path, "supernet", ("net", "epoch", "space"))
+    kinds = {"space": dict, "epoch": int, "config": dict, "optimizer": dict, "world": int}
+    for key, kind in kinds.items():
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise LglsearchError(
+                f"supernet checkpoint {path} is not one of lglsearch's: its {key} is a {type(state[key]).__name__}, "
+                f"not a {kind.__name__}; {_RETRAIN}"
+            )
+    check_state_dict(state["net"], f"supernet checkpoint {path}")
+    return state
 
 
 def _read_checkpoint(path: Path, config: TrainConfig, space: Space, world: int) -> dict[str, Any]:
@@ -237,15 +254,18 @@ def load_supernet(directory: str | Path, space: Space | None = None) -> Supernet
     if not path.is_file():
         raise LglsearchError(f"no supernet checkpoint at {path}; train one with `lglsearch supernet train`")
     state = _load_checkpoint(path)
-    try:
+    try:  # the recorded space is validated (its bounds included) before any supernet is built from it
         trained_space = Space.from_dict(state["space"], source=str(path))
-    except LglsearchError as err:
+    except (LglsearchError, TypeError, ValueError, OverflowError, RecursionError) as err:
         raise LglsearchError(f"supernet checkpoint {path} describes no valid space: {err}") from None
     if space is not None and space.to_dict() != trained_space.to_dict():
         raise LglsearchError(
             f"the supernet at {directory} was trained for space {trained_space.name!r} "
             f"@{trained_space.resolution}, not {space.name!r} @{space.resolution}"
         )
+    with torch.device("meta"):  # its shapes without allocating: tiny tensors cannot make a huge supernet be built
+        shapes = Supernet(trained_space)
+    check_shapes(shapes, state["net"], f"supernet checkpoint {path}", _RETRAIN, what="space")
     net = Supernet(trained_space)
     try:
         net.load_state_dict(state["net"])

@@ -26,7 +26,7 @@ from lglsearch._rng import seeded
 from lglsearch.errors import LglsearchError
 from lglsearch.nn import EdgeViT, build_model, load_checkpoint
 from lglsearch.nn.edgevit import TRAINING_SUMMARY as SUMMARY
-from lglsearch.nn.edgevit import checkpoint_filter_fn
+from lglsearch.nn.edgevit import check_shapes, check_state_dict, checkpoint_filter_fn
 from lglsearch.space import Arch
 from lglsearch.train._distributed import placement
 from lglsearch.train.checkpoint import load_training_checkpoint
@@ -86,6 +86,23 @@ def _identity(arch: Arch, recipe: Recipe, data: ImageData, init: str | None, wor
     }
 
 
+def _check_recorded(state: dict[str, Any], checkpoint: Path, out: Path) -> None:
+    """The types of a training checkpoint's recorded contents, checked before any of them is used."""
+    kinds = {"identity": dict, "epoch": int, "metrics": list, "optimizer": dict}
+    for key, kind in kinds.items():
+        value = state.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise LglsearchError(
+                f"training checkpoint {checkpoint} is not one of lglsearch's: its {key} is a {type(value).__name__}, "
+                f"not a {kind.__name__}; give another --out than {out}"
+            )
+    if state["epoch"] < 0:
+        raise LglsearchError(f"training checkpoint {checkpoint} records epoch {state['epoch']}; give another --out")
+    for key in ("state_dict", "state_dict_ema"):
+        if key in state:
+            check_state_dict(state[key], f"training checkpoint {checkpoint} ({key})")
+
+
 def _first_change(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> str | None:
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
@@ -133,6 +150,7 @@ def train_arch(
     state = None
     if checkpoint.is_file():
         state = load_training_checkpoint(checkpoint, "training", ("state_dict", "epoch", "identity"))
+        _check_recorded(state, checkpoint, out)
         if not resume:
             raise LglsearchError(
                 f"{out} already holds a training (epoch {state.get('epoch', '?')} of "
@@ -149,14 +167,20 @@ def train_arch(
         raise LglsearchError(f"--resume: no checkpoint at {checkpoint}; leave --resume out to start a training")
     with seeded(recipe.seed):  # the initial weights; the caller's random state is left as it was
         model = build_model(arch)
+    if state is not None:  # the checkpoint's tensors against this model's, before anything loads them
+        fix = f"it was not written for this arch ({arch.id}): give another --out to start a new training"
+        if recipe.ema_decay is not None and "state_dict_ema" not in state:
+            raise LglsearchError(f"training checkpoint {checkpoint} holds no EMA weights (state_dict_ema); {fix}")
+        for key in ("state_dict", "state_dict_ema"):
+            if key in state:
+                check_shapes(model, state[key], f"training checkpoint {checkpoint} ({key})", fix)
     loaded = initial_weights(model, init) if init and state is None else init
-    if where.main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / _ARCH, arch.to_json() + "\n")
 
-    def save(saved: dict[str, Any]) -> None:
+    def save(saved: dict[str, Any]) -> None:  # arch.json only once an epoch has been trained: a failure leaves none
+        out.mkdir(parents=True, exist_ok=True)
         atomic_save_torch(saved | {"identity": identity, "arch": arch.to_dict()}, checkpoint)
         atomic_write(out / _METRICS, pd.DataFrame(saved["metrics"]).to_csv(index=False))
+        atomic_write(out / _ARCH, arch.to_json() + "\n")
 
     if state is not None and state["epoch"] >= recipe.epochs:
         model.load_state_dict(checkpoint_filter_fn(state))  # the EMA weights first, as timm and export read it
