@@ -129,7 +129,7 @@ def test_lut_import_of_a_shipped_name_needs_replace_and_devices_names_the_shadow
     assert (cache / "latency_tables" / f"{SHIPPED}.csv").is_file()
     code, out, _ = run(capsys, "devices")
     assert code == 0
-    assert f"shadows the shipped {SHIPPED} table ({shipped_dir() / f'{SHIPPED}.csv'})" in out
+    assert f"shadows the shipped {SHIPPED} table {shipped_dir() / f'{SHIPPED}.csv'}" in out
     code, out, _ = run(capsys, "devices", "--json")
     rows = {row["device"]: row for row in json.loads(out)}
     assert rows[SHIPPED]["shadows"] == str(shipped_dir() / f"{SHIPPED}.csv")

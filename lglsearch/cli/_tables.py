@@ -353,8 +353,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
         print(f"{row['device']:<16}{row['entries']:>6} ops  {row['method']:<9}{row['description']}")
         if "shadows" in row:
             print(
-                f"{pad}note: this user table ({row['path']}) shadows the shipped {row['device']} table "
-                f"({row['shadows']}); delete it to use the shipped one again"
+                f"{pad}note: the user table {row['path']} (method {row['method']}) shadows "
+                f"the shipped {row['device']} table {row['shadows']}; delete it to use the shipped one again"
             )
         if row.get("runtime"):
             print(
