@@ -25,6 +25,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # optuna is imported lazily: only `Space.suggest` needs it
 
 __all__ = [
     "BLOCK_KINDS",
+    "LIMITS",
     "PRESETS",
     "PROPAGATIONS",
     "SAMPLERS",
@@ -52,6 +54,7 @@ __all__ = [
     "parse_arch",
     "runs_attention",
     "runs_local",
+    "value_problem",
 ]
 
 BLOCK_KINDS = ("lgl", "local", "global")
@@ -101,7 +104,88 @@ def _check_resolution(resolution: int, num_stages: int) -> str | None:
 
 
 def _divisors(n: int) -> list[int]:
+    # only ever called on values already within LIMITS (a width, a grid): never a user's huge number
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# -- the one validation layer for arch and space values ------------------------------------------
+
+LIMITS: dict[str, int | float] = {
+    "stages": 8,
+    "depth": 64,
+    "width": 4096,
+    "heads": 256,
+    "sr": 256,
+    "mlp_ratio": 16.0,
+    "resolution": 1024,
+    "num_classes": 100_000,
+}
+"""Upper bounds of arch and space values, all inclusive. Far above every shipped space and preset
+(depth <= 6, width <= 448, heads <= 8, sr <= 8, mlp_ratio <= 4, 224 pixels, 1000 classes) and
+above any network a phone runs, yet small enough that no value can make a model, a count or an
+error message cost more than a phone-sized network does (sr 256 is the stage-1 grid at 1024)."""
+
+TEXT_LIMITS = {"name": 255, "description": 2000}
+"""The most characters of a space's name and description."""
+
+
+def _show(value: Any) -> str:
+    """A short form of a user's value for an error message: never formats an unbounded structure."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        return text if len(text) <= 60 else f"{text[:57]}..."
+    return f"a {type(value).__name__}"
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    """Why `value` is not a valid arch or space `key` (a key of `LIMITS`), or None.
+
+    A whole number must be an int (not a bool, not a string) in [1, LIMITS[key]]; `mlp_ratio` a
+    finite real number in (0, LIMITS["mlp_ratio"]]. Checks cost the same whatever the value."""
+    limit = LIMITS[key]
+    if key == "mlp_ratio":
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"mlp_ratio must be a number, got {_show(value)}; use a number in (0, {limit:g}]"
+        if not isinstance(value, int) and not math.isfinite(value):
+            return f"mlp_ratio must be a finite number, got {_show(value)}; use a number in (0, {limit:g}]"
+        if not 0 < value <= limit:
+            return f"mlp_ratio {_show(value)} is out of range; use an mlp_ratio in (0, {limit:g}]"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"{key} must be a positive integer, got {_show(value)}"
+    if value > limit:
+        return f"{key} {_show(value)} is above the bound of {limit}; use a {key} of at most {limit}"
+    return None
+
+
+def _check_value(key: str, value: Any, where: str = "") -> None:
+    problem = value_problem(key, value)
+    if problem:
+        raise LglsearchError(f"{where}{problem}")
+
+
+def _check_kinds(kinds: Any) -> None:
+    """`kinds` is a non-empty list (or tuple) of at most LIMITS["depth"] known block kinds."""
+    if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)):
+        raise LglsearchError(f"kinds must be a list of block kinds ({', '.join(BLOCK_KINDS)}), got {_show(kinds)}")
+    if not kinds:
+        raise LglsearchError("a stage needs at least one block: `kinds` is empty")
+    _check_value("depth", len(kinds), "too many block kinds: ")
+    for kind in kinds:
+        if not isinstance(kind, str) or kind not in BLOCK_KINDS:
+            raise LglsearchError(f"unknown block kind {_show(kind)}; use one of {', '.join(BLOCK_KINDS)}")
+
+
+def _check_text(key: str, value: Any) -> str:
+    """A space's name or description: a string (or a YAML number) of at most TEXT_LIMITS[key] characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise LglsearchError(f"{key} must be a string, got {_show(value)}; write it as one line of text")
+    text = value if isinstance(value, str) else _show(value)
+    if len(text) > TEXT_LIMITS[key]:
+        raise LglsearchError(f"{key} has {len(text)} characters; shorten it to at most {TEXT_LIMITS[key]}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -120,19 +204,12 @@ class Stage:
     """How many blocks run SelfAttn (`runs_attention`)."""
 
     def __post_init__(self) -> None:
+        # types and bounds first, so nothing below (divisors, models, counts) scales with a value
+        _check_kinds(self.kinds)
+        for name in ("width", "heads", "sr", "mlp_ratio"):
+            _check_value(name, getattr(self, name), "stage ")
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
-        for name in ("width", "heads", "sr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LglsearchError(f"stage {name} must be a positive integer, got {value!r}")
-        if not self.kinds:
-            raise LglsearchError("a stage needs at least one block: `kinds` is empty")
-        for kind in self.kinds:
-            if kind not in BLOCK_KINDS:
-                raise LglsearchError(f"unknown block kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
-        if not self.mlp_ratio > 0:
-            raise LglsearchError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         object.__setattr__(self, "n_local", sum(map(runs_local, self.kinds)))
         object.__setattr__(self, "n_attn", sum(map(runs_attention, self.kinds)))
         if not self.has_attention:
@@ -141,7 +218,8 @@ class Stage:
             object.__setattr__(self, "heads", 1)
         if self.width % self.heads:
             raise LglsearchError(
-                f"width {self.width} is not divisible by heads {self.heads}; use heads in {_divisors(self.width)}"
+                f"width {self.width} is not divisible by heads {self.heads}; use heads in "
+                f"{[d for d in _divisors(self.width) if d <= LIMITS['heads']]}"
             )
 
     @property
@@ -171,15 +249,19 @@ class Stage:
         fields = {"depth", "width", "heads", "sr", "mlp_ratio", "kinds"}
         unknown = set(data) - fields
         if unknown:
-            raise LglsearchError(f"unknown stage field(s) {sorted(unknown)}; a stage has {sorted(fields)}")
+            shown = [_show(k) for k in sorted(unknown, key=str)[:5]]
+            raise LglsearchError(f"unknown stage field(s) [{', '.join(shown)}]; a stage has {sorted(fields)}")
         missing = {"width", "heads", "sr", "mlp_ratio", "kinds"} - set(data)
         if missing:
             raise LglsearchError(f"stage is missing field(s) {sorted(missing)}")
         kinds = data["kinds"]
+        if "depth" in data:
+            _check_value("depth", data["depth"], "stage ")
         if isinstance(kinds, str):  # shorthand: {"depth": 3, "kinds": "lgl"}
             if "depth" not in data:
-                raise LglsearchError(f"kinds {kinds!r} given as one kind needs a `depth`")
-            kinds = [kinds] * int(data["depth"])
+                raise LglsearchError(f"kinds {_show(kinds)} given as one kind needs a `depth`")
+            kinds = [kinds] * data["depth"]
+        _check_kinds(kinds)
         if "depth" in data and data["depth"] != len(kinds):
             raise LglsearchError(f"stage depth {data['depth']} does not match its {len(kinds)} block kinds")
         return cls(
@@ -205,15 +287,16 @@ class Arch:
         object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages:
             raise LglsearchError("an arch needs at least one stage")
+        _check_value("stages", len(self.stages), "too many stages: ")
+        _check_value("resolution", self.resolution)
         problem = _check_resolution(self.resolution, len(self.stages))
         if problem:
             raise LglsearchError(problem)
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (self.num_classes < 1):
-            raise LglsearchError(f"num_classes must be a positive integer, got {self.num_classes!r}")
-        if self.sampler not in SAMPLERS:
-            raise LglsearchError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if self.propagation not in PROPAGATIONS:
-            raise LglsearchError(f"unknown propagation {self.propagation!r}; use one of {', '.join(PROPAGATIONS)}")
+        _check_value("num_classes", self.num_classes)
+        if not isinstance(self.sampler, str) or self.sampler not in SAMPLERS:
+            raise LglsearchError(f"unknown sampler {_show(self.sampler)}; use one of {', '.join(SAMPLERS)}")
+        if not isinstance(self.propagation, str) or self.propagation not in PROPAGATIONS:
+            raise LglsearchError(f"unknown propagation {_show(self.propagation)}; use one of {', '.join(PROPAGATIONS)}")
         for i, (stage, grid) in enumerate(zip(self.stages, self.grids, strict=True)):
             if grid % stage.sr:
                 raise LglsearchError(
@@ -261,13 +344,15 @@ class Arch:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown:
-            raise LglsearchError(f"unknown arch field(s) {sorted(unknown)}; an arch has {sorted(fields)}")
+            shown = [_show(k) for k in sorted(unknown, key=str)[:5]]
+            raise LglsearchError(f"unknown arch field(s) [{', '.join(shown)}]; an arch has {sorted(fields)}")
         if "stages" not in data or not isinstance(data["stages"], list):
             raise LglsearchError("an arch needs `stages`: a list of stage objects")
+        _check_value("stages", len(data["stages"]) or 1, "too many stages: ")
         stages = []
         for i, stage in enumerate(data["stages"]):
             if not isinstance(stage, Mapping):
-                raise LglsearchError(f"stages[{i}] must be an object, got {stage!r}")
+                raise LglsearchError(f"stages[{i}] must be an object, got {_show(stage)}")
             try:
                 stages.append(Stage.from_dict(stage))
             except LglsearchError as err:
@@ -280,6 +365,12 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise LglsearchError(f"malformed arch JSON ({err}); check the quoting and brackets") from None
+        except RecursionError:
+            raise LglsearchError(
+                "arch JSON is nested too deeply; an arch is an object of stages, 3 levels deep"
+            ) from None
+        except ValueError as err:  # an integer of more than 4300 digits
+            raise LglsearchError(f"arch JSON has an impossible value ({err}); use the values of a real arch") from None
         return cls.from_dict(data)
 
     @functools.cached_property
@@ -338,11 +429,15 @@ def parse_arch(spec: str | Path) -> Arch:
     if text.startswith("{"):
         return Arch.from_json(text)
     path = Path(text)
-    if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise LglsearchError(f"arch file {path} does not exist; give a preset, a JSON file or inline JSON")
+    try:
+        is_file = path.suffix == ".json" or path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        is_file = False
+    if is_file:
         try:
-            return Arch.from_json(path.read_text())
+            if not path.is_file():
+                raise LglsearchError(f"arch file {path} does not exist; give a preset, a JSON file or inline JSON")
+            return Arch.from_json(_read_text(path, "arch file"))
         except LglsearchError as err:
             raise LglsearchError(f"{path}: {err}") from None
     if re.fullmatch(r"[0-9a-f]{10}", text):  # an arch id: a family member of a finished run
@@ -357,6 +452,18 @@ def parse_arch(spec: str | Path) -> Arch:
         f"unknown arch {text!r}: give a preset ({', '.join(PRESETS)}), a JSON file, inline JSON or the arch id "
         "of a family member under runs/"
     )
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or a one-line error naming the problem and the fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LglsearchError(
+            f"{what} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON/YAML or give the right file"
+        ) from None
+    except OSError as err:
+        raise LglsearchError(f"cannot read {what} ({err.strerror}); check the path and its permissions") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,9 +535,15 @@ class Space:
             known = ", ".join(sorted(p.name for p in SPACES_DIR.glob("*.yaml")))
             raise LglsearchError(f"space file {path} does not exist; the shipped spaces are: {known}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(_read_text(path, "space file"))
+        except LglsearchError as err:
+            raise LglsearchError(f"{path}: {err}") from None
         except yaml.YAMLError as err:
             raise LglsearchError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        except RecursionError:
+            raise LglsearchError(f"{path}: the YAML is nested too deeply; a space is a mapping of lists") from None
+        except ValueError as err:  # e.g. an integer of more than 4300 digits
+            raise LglsearchError(f"{path}: impossible value in the YAML ({err}); use the values of a space") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -442,7 +555,7 @@ class Space:
             raise LglsearchError(f"{source}: a space is a YAML mapping with keys {sorted(_SPACE_KEYS)}")
         unknown = set(data) - _SPACE_KEYS
         if unknown:
-            key = sorted(unknown)[0]
+            key = _show(sorted(unknown, key=str)[0]).strip("'")
             raise fail(key, f"unknown key; a space has {sorted(_SPACE_KEYS)} (check the spelling)")
         stages_data = data.get("stages")
         if not isinstance(stages_data, list) or not stages_data:
@@ -454,7 +567,8 @@ class Space:
                 raise fail(where, f"must be a mapping with keys {sorted(_STAGE_KEYS)}")
             unknown = set(stage) - _STAGE_KEYS
             if unknown:
-                raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; a stage has {sorted(_STAGE_KEYS)}")
+                key = _show(sorted(unknown, key=str)[0]).strip("'")
+                raise fail(f"{where}.{key}", f"unknown key; a stage has {sorted(_STAGE_KEYS)}")
             missing = _STAGE_KEYS - set(stage)
             if missing:
                 raise fail(f"{where}.{sorted(missing)[0]}", "missing; give a list of choices")
@@ -472,42 +586,54 @@ class Space:
         resolution = data.get("resolution", 224)
         num_classes = data.get("num_classes", 1000)
         for key, value in (("resolution", resolution), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise fail(key, f"must be a positive integer, got {value!r}")
+            problem = value_problem(key, value)
+            if problem:
+                raise fail(key, problem)
+        texts = {}
+        for key, default in (("name", Path(source).stem), ("description", "")):
+            try:
+                texts[key] = _check_text(key, data.get(key, default))
+            except LglsearchError as err:
+                raise fail(key, str(err)) from None
         return cls(
             stages=stages,
             resolution=resolution,
             num_classes=num_classes,
             sampler=top("sampler", ("pick",), str),
             propagation=top("propagation", ("tconv",), str),
-            name=str(data.get("name", Path(source).stem)),
-            description=str(data.get("description", "")),
             source=source,
+            **texts,
         )
 
     def _validate(self) -> None:
         def fail(key: str, problem: str) -> LglsearchError:
             return LglsearchError(f"{self.source}: {key}: {problem}")
 
+        # types and bounds first: nothing below (grids, divisors, counts) may scale with a value
+        if not self.stages:
+            raise fail("stages", "must be a non-empty list of per-stage choices")
+        for key in ("stages", "resolution", "num_classes"):
+            problem = value_problem(key, len(self.stages) if key == "stages" else getattr(self, key))
+            if problem:
+                raise fail(key, problem)
+        for i, stage in enumerate(self.stages):
+            for key in ("depth", "width", "heads", "sr", "mlp_ratio"):
+                for value in getattr(stage, key):
+                    problem = value_problem(key, value)
+                    if problem:
+                        raise fail(f"stages[{i}].{key}", problem)
         problem = _check_resolution(self.resolution, len(self.stages))
         if problem:
             raise fail("resolution", problem)
         for key, allowed in (("sampler", SAMPLERS), ("propagation", PROPAGATIONS)):
             for value in getattr(self, key):
                 if value not in allowed:
-                    raise fail(key, f"unknown choice {value!r}; use some of {', '.join(allowed)}")
+                    raise fail(key, f"unknown choice {_show(value)}; use some of {', '.join(allowed)}")
         for i, (stage, grid) in enumerate(zip(self.stages, self.grids, strict=True)):
             where = f"stages[{i}]"
-            for key in ("depth", "width", "heads", "sr"):
-                bad = [v for v in getattr(stage, key) if v < 1]
-                if bad:
-                    raise fail(f"{where}.{key}", f"choices must be >= 1, got {bad[0]}")
-            bad = [r for r in stage.mlp_ratio if r <= 0]
-            if bad:
-                raise fail(f"{where}.mlp_ratio", f"choices must be > 0, got {bad[0]}")
             for kind in stage.kinds:
                 if kind not in BLOCK_KINDS:
-                    raise fail(f"{where}.kinds", f"unknown kind {kind!r}; use some of {', '.join(BLOCK_KINDS)}")
+                    raise fail(f"{where}.kinds", f"unknown kind {_show(kind)}; use some of {', '.join(BLOCK_KINDS)}")
             for sr in stage.sr:
                 if grid % sr:
                     raise fail(
@@ -689,10 +815,13 @@ def _choices(value: Any, kind: type, fail: Any) -> tuple[Any, ...]:
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, kind) or isinstance(v, bool):
-            raise fail(f"choice {v!r} is not of type {kind.__name__}")
+            raise fail(f"choice {_show(v)} is not of type {kind.__name__}")
         out.append(v)
-    if len(set(out)) != len(out):
-        raise fail(f"duplicate choices in {values}; list each value once")
+    seen: set[Any] = set()
+    for v in out:
+        if v in seen:
+            raise fail(f"duplicate choices ({_show(v)} twice); list each value once")
+        seen.add(v)
     return tuple(out)
 
 
