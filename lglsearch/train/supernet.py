@@ -265,7 +265,7 @@ def load_supernet(directory: str | Path, space: Space | None = None) -> Supernet
         )
     with torch.device("meta"):  # its shapes without allocating: tiny tensors cannot make a huge supernet be built
         shapes = Supernet(trained_space)
-    check_shapes(shapes, state["net"], f"supernet checkpoint {path}", _RETRAIN, what="space")
+    check_shapes(shapes, state["net"], f"supernet checkpoint {path}", _RETRAIN, what=f"space {trained_space.name!r}")
     net = Supernet(trained_space)
     try:
         net.load_state_dict(state["net"])
