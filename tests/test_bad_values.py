@@ -236,3 +236,21 @@ def test_cli_predict_refuses_bad_values_in_one_line(capsys, arch, message):
     out = capsys.readouterr()
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.err
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"\xff\xfe[{}]", "not UTF-8 text"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (b"[1, 2]", "non-empty JSON list of arch objects"),
+    ],
+)
+def test_an_archs_file_that_is_not_a_list_of_archs_is_refused_in_one_line(tmp_path, capsys, content, match):
+    from lglsearch.cli import main
+
+    archs = tmp_path / "archs.json"
+    archs.write_bytes(content)
+    assert main(["score", "--archs", str(archs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1

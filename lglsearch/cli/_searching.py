@@ -139,11 +139,14 @@ def _read_archs_file(path: str) -> list:  # -> list[Arch]
     from lglsearch.space import Arch
 
     try:
-        items = json.loads(Path(path).read_text())
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise LglsearchError(f"--archs {path}: cannot read it ({err.strerror or err})") from None
-    except ValueError as err:
-        raise LglsearchError(f"--archs {path} is not JSON ({err}); give a JSON list of arch objects") from None
+    except UnicodeDecodeError as err:
+        raise LglsearchError(f"--archs {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than any arch list is
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise LglsearchError(f"--archs {path} is not JSON ({why}); give a JSON list of arch objects") from None
     if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
         raise LglsearchError(f"--archs {path} must hold a non-empty JSON list of arch objects (as Arch.to_json writes)")
     archs = []
