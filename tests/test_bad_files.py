@@ -268,3 +268,25 @@ def test_load_supernet_checks_the_recorded_contents(tmp_path, space, net, messag
     _supernet_checkpoint(tmp_path / "s", load_space(space).to_dict() if space == "tiny" else space, net)
     with pytest.raises(LglsearchError, match=message):
         load_supernet(tmp_path / "s")
+
+
+def test_a_symlinked_user_table_is_read_through_and_a_write_replaces_the_link(tmp_path, monkeypatch):
+    """Not an error, documented in `devices --help`: the link is read; a write leaves its target."""
+    import shutil
+
+    from lglsearch.cost.table import CostTable, shipped_dir, user_tables_dir
+
+    monkeypatch.setenv("LGLSEARCH_CACHE", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    for suffix in (".csv", ".json"):
+        shutil.copy(shipped_dir() / f"tensor-g1{suffix}", elsewhere / f"tensor-g1{suffix}")
+    user_tables_dir().mkdir(parents=True)
+    for suffix in (".csv", ".json"):
+        (user_tables_dir() / f"tensor-g1{suffix}").symlink_to(elsewhere / f"tensor-g1{suffix}")
+    table = CostTable.load("tensor-g1")  # the user's table, through its link
+    assert len(table) == len(CostTable.load(shipped_dir() / "tensor-g1.csv"))
+    before = (elsewhere / "tensor-g1.csv").read_bytes()
+    table.save(user_tables_dir() / "tensor-g1.csv")
+    assert not (user_tables_dir() / "tensor-g1.csv").is_symlink()
+    assert (elsewhere / "tensor-g1.csv").read_bytes() == before

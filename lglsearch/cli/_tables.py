@@ -23,7 +23,15 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from lglsearch.cost._phone.derive import DEFAULT_PER_CLASS, MODELS
 
-    p = sub.add_parser("devices", help="list the latency tables with their provenance and validation")
+    p = sub.add_parser(
+        "devices",
+        help="list the latency tables with their provenance and validation",
+        description="List the shipped latency tables and those in the user cache (latency_tables/ under "
+        "$LGLSEARCH_CACHE, else $XDG_CACHE_HOME/lglsearch or ~/.cache/lglsearch); a user table of a shipped "
+        "device's name shadows the shipped one, and is named so. A table there may be a symbolic link: it is read "
+        "through, and a command that writes that table (lut build, derive, import --replace, validate) replaces "
+        "the link with a file, leaving its target as it was.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=cmd_devices)
 
