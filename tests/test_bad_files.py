@@ -257,7 +257,7 @@ def test_a_tiny_supernet_checkpoint_of_a_huge_space_is_refused_before_any_build(
 @pytest.mark.parametrize(
     "space, net, message",
     [
-        ("tiny", {"x": torch.zeros(1)}, r"does not fit the space: \d+ missing key\(s\) \(first: \['stages.0"),
+        ("tiny", {"x": torch.zeros(1)}, r"does not fit the space 'tiny': \d+ missing key\(s\) \(first: \['stages.0"),
         ("tiny", {1: torch.zeros(1)}, "key 1 is a int, not text"),
         ("tiny", {"x": "y"}, "x holds a str, not a tensor"),
         ([1], {"x": torch.zeros(1)}, "its space is a list, not a dict"),
