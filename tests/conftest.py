@@ -8,6 +8,7 @@ that a broken checkout cannot turn those tests into silent skips.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import re
@@ -102,3 +103,16 @@ def write_idx_subset(out: Path, train_per_class: int, val_per_class: int) -> Pat
         (out / f"{stem}-images-idx3-ubyte").write_bytes(idx(x[picked], 2051))
         (out / f"{stem}-labels-idx1-ubyte").write_bytes(idx(y[picked], 2049))
     return out
+
+
+@pytest.fixture
+def without_litert(monkeypatch):
+    """The optional TFLite extra made unimportable, as on a core install."""
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.split(".")[0] in ("litert_torch", "ai_edge_litert"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)

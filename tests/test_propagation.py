@@ -7,8 +7,6 @@ skip without it; the missing-extra error is checked without it.
 
 from __future__ import annotations
 
-import builtins
-
 import pytest
 import torch
 from torch import nn
@@ -104,19 +102,7 @@ def test_presets_export_to_onnx(tmp_path):
         assert result.max_abs_diff <= result.tolerance
 
 
-def _hide_litert(monkeypatch) -> None:
-    real = builtins.__import__
-
-    def fake(name, *args, **kwargs):
-        if name.split(".")[0] in ("litert_torch", "ai_edge_litert"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
-
-
-def test_tflite_export_without_the_extra_names_the_install(tmp_path, monkeypatch, capsys):
-    _hide_litert(monkeypatch)
+def test_tflite_export_without_the_extra_names_the_install(tmp_path, monkeypatch, capsys, without_litert):
     arch = load_space("tiny").smallest()
     with pytest.raises(LglsearchError, match=r'pip install "lglsearch\[tflite\]"') as err:
         export_arch_tflite(arch, tmp_path / "m.tflite")

@@ -15,7 +15,6 @@ install; the missing-extra error is checked without it.
 
 from __future__ import annotations
 
-import builtins
 import collections
 import json
 
@@ -174,19 +173,7 @@ def test_batch_matmul_and_dense_layers_follow_graph_rules():
     assert kernels[5].bytes == 4.0 * 2 * 48 and kernels[5].weights == 0.0
 
 
-def _hide_litert(monkeypatch) -> None:
-    real = builtins.__import__
-
-    def fake(name, *args, **kwargs):
-        if name.split(".")[0] in ("litert_torch", "ai_edge_litert"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
-
-
-def test_without_the_extra_the_error_names_the_install(tmp_path, monkeypatch, capsys):
-    _hide_litert(monkeypatch)
+def test_without_the_extra_the_error_names_the_install(tmp_path, monkeypatch, capsys, without_litert):
     path = tmp_path / "m.tflite"
     path.write_bytes(b"TFL3")
     with pytest.raises(LglsearchError, match=r'pip install "lglsearch\[tflite\]"') as err:

@@ -53,7 +53,7 @@ import onnx.checker
 import onnx.inliner
 from onnx import numpy_helper, shape_inference
 
-from lglsearch.cost.kernels import Kernel
+from lglsearch.cost.kernels import Kernel, fp32_bytes
 from lglsearch.errors import LglsearchError
 
 __all__ = ["onnx_kernels"]
@@ -409,18 +409,8 @@ class _Splitter:
         return math.prod(self._shape(tensor, node))
 
     def _bytes(self, tensors: Sequence[str], node: onnx.NodeProto) -> tuple[float, float]:
-        """fp32 bytes of the tensors, and of the weights among them (one-element constants are scalars)."""
-        total = weights = 0.0
-        for tensor in tensors:
-            if not tensor:
-                continue
-            size = 4.0 * self._numel(tensor, node)
-            if tensor in self.const:
-                if size <= 4.0:
-                    continue
-                weights += size
-            total += size
-        return total, weights
+        """fp32 bytes of the tensors, and of the weights among them (`kernels.fp32_bytes`)."""
+        return fp32_bytes((self._numel(t, node), t in self.const) for t in tensors if t)
 
     def _simple(
         self, kind: str, op: str, inputs: Sequence[str], outputs: Sequence[str], node: onnx.NodeProto

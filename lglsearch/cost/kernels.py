@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "KernelModel",
     "decompose",
     "design_rows",
+    "fp32_bytes",
     "kernel_terms",
 ]
 
@@ -158,6 +159,19 @@ class Kernel:
     op: str
     k: int = 0
     gemm: tuple[int, int, int, int] | None = None
+
+
+def fp32_bytes(sizes: Iterable[tuple[int, bool]]) -> tuple[float, float]:
+    """fp32 bytes of tensors given as (elements, whether a constant), and of the weights among them:
+    a one-element constant is a scalar operand (a Python number in torch) and counts nothing. The
+    rule the graph splits (ONNX, TFLite) share."""
+    total = weights = 0.0
+    for numel, constant in sizes:
+        if constant and numel <= 1:
+            continue
+        total += 4.0 * numel
+        weights += 4.0 * numel if constant else 0.0
+    return total, weights
 
 
 def _nbytes(*tensors: Any) -> float:

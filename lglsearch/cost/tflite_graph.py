@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from lglsearch.cost.kernels import Kernel
+from lglsearch.cost.kernels import Kernel, fp32_bytes
 from lglsearch.errors import LglsearchError
 
 __all__ = ["tflite_kernels"]
@@ -159,18 +159,9 @@ class _Splitter:
         return math.prod(self.shapes[tensor])
 
     def _bytes(self, tensors: Sequence[int]) -> tuple[float, float]:
-        """fp32 bytes of the tensors, and of the weights among them (one-element constants are scalars)."""
-        total = weights = 0.0
-        for tensor in tensors:
-            if tensor < 0:  # an optional input left out (a dense layer without bias)
-                continue
-            size = 4.0 * self._numel(tensor)
-            if tensor in self.const:
-                if size <= 4.0:
-                    continue
-                weights += size
-            total += size
-        return total, weights
+        """fp32 bytes of the tensors, and of the weights among them (`kernels.fp32_bytes`); a negative
+        index is an optional input left out (a dense layer without bias)."""
+        return fp32_bytes((self._numel(t), t in self.const) for t in tensors if t >= 0)
 
     def _simple(self, kind: str, op: dict, inputs: Sequence[int]) -> Kernel:
         total, weights = self._bytes([*inputs, *_ints(op["outputs"])])
