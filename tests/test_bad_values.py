@@ -10,16 +10,7 @@ import pytest
 
 from lglsearch.errors import LglsearchError
 from lglsearch.space import LIMITS, PRESETS, Arch, Space, load_space, parse_arch
-
-TINY_TEXT = """
-resolution: 64
-num_classes: 10
-stages:
-  - {depth: [1], width: [16], heads: [1], sr: [2], mlp_ratio: [2], kinds: [lgl]}
-  - {depth: [1], width: [32], heads: [2], sr: [2], mlp_ratio: [2], kinds: [lgl]}
-  - {depth: [1], width: [48], heads: [2], sr: [1], mlp_ratio: [2], kinds: [lgl]}
-  - {depth: [1], width: [64], heads: [4], sr: [1], mlp_ratio: [2], kinds: [global]}
-"""
+from tests.test_space import TINY_TEXT
 
 
 def refused(call, message: str, seconds: float = 2.0) -> str:
