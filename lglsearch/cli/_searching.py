@@ -59,8 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="afterwards, score the K best archs (by non-domination rank on the inherited cross-entropy) and the "
         "presets again after 60 fine-tuning steps x2, and report the front of those by their refined "
-        "cross-entropy, at 20-100 s a small arch and minutes a preset on a CPU core (default 0; with "
-        "--resume, refines a finished search)",
+        "cross-entropy: tens of seconds to minutes an arch on a CPU core (default 0; with --resume, refines a "
+        "finished search)",
     )
     p.set_defaults(func=cmd_search)
 

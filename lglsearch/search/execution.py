@@ -3,9 +3,9 @@
 The study stays in the driver and asks/tells Optuna; only accuracy evaluations travel. Each Ray
 actor receives the supernet's weights once, when it starts (one object put into Ray's store),
 and then evaluates archs one after another, so a trial costs its evaluation plus milliseconds
-of scheduling. Ray Tune with OptunaSearch, the other way to run Optuna on Ray, spends 1.4 s a
-trial on its own machinery here by default and 71 ms with reused actors and quiet output, against
-15 ms for this pool, most of it the study's journal (benchmarks/search_overhead.py).
+of scheduling. Why not Ray Tune with OptunaSearch, the other way to run Optuna on Ray: its own
+machinery costs a trial more than this pool does (measured in benchmarks/RESULTS.md, "Execution
+overhead per trial"; benchmarks/search_overhead.py).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 1
-    n_random: int = 1  # with the largest and smallest: 3 sub-archs a step keeps the default within 12 min
+    n_random: int = 1  # with the largest and smallest: 3 sub-archs a step (the default's time: benchmarks/RESULTS.md)
     # in-place distillation (the other archs learn the largest's soft predictions): off by default,
     # labels rank archs better on the proxy (benchmarks/RESULTS.md, "Proxy supernet")
     distill: bool = False
