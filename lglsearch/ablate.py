@@ -53,7 +53,7 @@ from lglsearch.nn import build_model
 from lglsearch.report import write_ablation_report
 from lglsearch.rundir import RunDir
 from lglsearch.search.execution import LocalExecutor
-from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, grid_sizes, load_space
+from lglsearch.space import BLOCK_KINDS, PROPAGATIONS, SAMPLERS, Arch, Space, Stage, divisors, grid_sizes, load_space
 from lglsearch.train.data import ImageData, load_data
 from lglsearch.train.recipe import TrainConfig
 from lglsearch.train.score import Score
@@ -143,10 +143,6 @@ def _components(base: Arch) -> Iterator[tuple[str, str, Callable[[], Arch]]]:
             yield f"delegate-{s}", f"delegates by {base.sampler} -> {s}", lambda s=s: base.replace(sampler=s)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _sampling_rates(
     base: Arch, space: Space | None, train_resolution: int | None
 ) -> Iterator[tuple[str, str, Callable[[], Arch]]]:
@@ -155,7 +151,7 @@ def _sampling_rates(
         if not st.has_attention:
             continue  # no attention, no sampling rate
         # rates both grids take, plus the space's choices (those the training grid refuses show why)
-        rates = {r for r in _divisors(grid) if train_grid % r == 0}
+        rates = {r for r in divisors(grid) if train_grid % r == 0}
         if space is not None:
             rates |= set(space.stages[i].sr)
         for r in sorted(rates - {st.sr}):

@@ -49,6 +49,7 @@ __all__ = [
     "Arch",
     "Space",
     "Stage",
+    "divisors",
     "grid_sizes",
     "load_space",
     "parse_arch",
@@ -103,8 +104,9 @@ def _check_resolution(resolution: int, num_stages: int) -> str | None:
     return None
 
 
-def _divisors(n: int) -> list[int]:
-    # only ever called on values already within LIMITS (a width, a grid): never a user's huge number
+def divisors(n: int) -> list[int]:
+    """The divisors of `n` in increasing order (a width's head counts, a grid's sampling rates).
+    Only for values already within LIMITS: never a user's huge number."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
@@ -219,7 +221,7 @@ class Stage:
         if self.width % self.heads:
             raise LglsearchError(
                 f"width {self.width} is not divisible by heads {self.heads}; use heads in "
-                f"{[d for d in _divisors(self.width) if d <= LIMITS['heads']]}"
+                f"{[d for d in divisors(self.width) if d <= LIMITS['heads']]}"
             )
 
     @property
@@ -302,7 +304,7 @@ class Arch:
                 raise LglsearchError(
                     f"stage {i + 1}: sampling rate sr={stage.sr} does not divide its "
                     f"{grid}x{grid} token grid at resolution {self.resolution}; "
-                    f"use sr in {_divisors(grid)}"
+                    f"use sr in {divisors(grid)}"
                 )
         if not any(s.has_sparse_attention for s in self.stages):
             object.__setattr__(self, "sampler", SAMPLERS[0])
@@ -639,7 +641,7 @@ class Space:
                     raise fail(
                         f"{where}.sr",
                         f"sampling rate {sr} does not divide the stage's {grid}x{grid} grid at "
-                        f"resolution {self.resolution}; use divisors of {grid}: {_divisors(grid)}",
+                        f"resolution {self.resolution}; use divisors of {grid}: {divisors(grid)}",
                     )
             for width in stage.width:
                 if not stage.heads_for(width):
