@@ -279,11 +279,11 @@ _DRAW_AFTER_REJECTED = 20
 """Over-budget proposals in a row after which the next one is drawn among the archs within budget."""
 
 
-def _enqueue_within_budget(study: optuna.Study, space: Space, pricer: Pricer, n: int, rng: np.random.Generator) -> None:
+def _enqueue_within_budget(study: optuna.Study, space: Space, pricer: Pricer, n: int, rng: np.random.Generator) -> int:
     """Queue up to `n` distinct archs within budget, drawn uniformly from the space as the samplers'
     random start draws them, but priced before Optuna is asked: under a tight budget most draws are
     over it, and each costs the study an ask and a tell (tens of ms, more as the study grows)
-    instead of a price."""
+    instead of a price. Returns how many were queued."""
     found: dict[str, dict[str, Any]] = {}
     for _ in range(_SCREENED):
         if len(found) >= n:
@@ -293,6 +293,7 @@ def _enqueue_within_budget(study: optuna.Study, space: Space, pricer: Pricer, n:
             found[arch.id] = params
     for params in found.values():
         study.enqueue_trial(params)
+    return len(found)
 
 
 def _optimise(
@@ -339,6 +340,7 @@ def _optimise(
         are told at once); done + in flight only grows, so once it reaches --trials this ends."""
         nonlocal rejected
         rejected_in_row = 0
+        screening = True  # until a screening finds nothing: then the budget admits too few to draw
         while done + len(in_flight) < config.trials:
             trial = study.ask()
             arch = space.suggest(trial)
@@ -350,8 +352,8 @@ def _optimise(
                 trial.set_user_attr("rejected", price.over)
                 study.tell(trial, state=TrialState.PRUNED)
                 rejected, rejected_in_row = rejected + 1, rejected_in_row + 1
-                if rejected_in_row % _DRAW_AFTER_REJECTED == 0:
-                    _enqueue_within_budget(study, space, pricer, 1, draws)
+                if screening and rejected_in_row % _DRAW_AFTER_REJECTED == 0:
+                    screening = _enqueue_within_budget(study, space, pricer, 1, draws) > 0
                 if rejected_in_row >= _MAX_REJECTED_IN_A_ROW:
                     raise LglsearchError(
                         f"{rejected_in_row} proposals in a row were over the budget; it admits too few archs "
