@@ -181,8 +181,8 @@ def fit_joint(data: Path, networks: pd.DataFrame, with_blocks: bool = True) -> J
 def joint(data: Path, with_blocks: bool) -> Predictor:  # C, D
     def predict(fit: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
         model = fit_joint(data, fit, with_blocks)
-        raw = model.predict(list(new["kernels"])) / model.factor
-        return raw * np.array([model.factors.get(RUNTIMES[g], 1.0) for g in new["group"]])
+        priced = model.predict(list(new["kernels"]))
+        return priced * np.array([model.runtime_scale(RUNTIMES[g]) for g in new["group"]])
 
     return predict
 

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # a figure without pyplot: no global backend or state of the user's
 
 from lglsearch._files import atomic_savefig, atomic_write, atomic_write_json
+from lglsearch.cost.pricing import whole_network_lines
 from lglsearch.cost.table import HOST
 from lglsearch.search.pareto import (
     CLAIM_SE,
@@ -124,20 +125,7 @@ def _whole_network_lines(model: dict[str, Any], meta: dict[str, Any]) -> list[st
     """How the table's phone model does on whole networks measured on a phone, and what it priced as what."""
     if not model:  # a measured table: its validation speaks for it
         return []
-    errors = (model.get("errors") or {}).get("whole_networks")
-    if not errors:
-        return ["  - whole-network error: not measured for this table's model (fitted on blocks only)."]
-    lines = [
-        f"  - whole-network error, {v['n']} {group} measured on {errors['measured_on']}, each family left "
-        f"out of the fit: {100 * v['within_20pct']:.0f}% within +-20%, {100 * v['within_25pct']:.0f}% within +-25%, "
-        f"MAPE {100 * v['mape']:.0f}%, Spearman {v['spearman']:.3f} (development data)"
-        for group, v in errors["leave_one_family_out"].items()
-    ]
-    lines.append(
-        f"  - read every latency here as +-{errors['band_pct']}% ({errors['band']})"
-        + ("" if errors["this_phone"] == "measured here" else f"; this phone: {errors['this_phone']}")
-        + "."
-    )
+    lines = [f"  - {line}." for line in whole_network_lines((model.get("errors") or {}).get("whole_networks"))]
     blocks = (model.get("errors") or {}).get("reference_blocks") or {}
     if blocks.get("by_class"):
         shares = ", ".join(f"{c} {100 * v['within_20pct']:.0f}%" for c, v in sorted(blocks["by_class"].items()))

@@ -149,7 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def _predict_graph(args: argparse.Namespace) -> None:
     """`predict --onnx` or `predict --tflite`: a graph file priced with the --device table's phone model."""
     from lglsearch.cost.devices import get_table
-    from lglsearch.cost.pricing import network_model, price_onnx, price_tflite, summary_line
+    from lglsearch.cost.pricing import network_model, price_onnx, price_tflite, summary_line, whole_network_lines
     from lglsearch.errors import LglsearchError
 
     flag, path = ("--onnx", args.onnx) if args.onnx else ("--tflite", args.tflite)
@@ -174,15 +174,8 @@ def _predict_graph(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
     print(f"{path} on {table.device}: {summary_line(price)}")
-    errors = model.errors.get("whole_networks")
-    if errors:
-        for group, e in errors["leave_one_family_out"].items():
-            print(
-                f"  whole-network error ({group} on {errors['measured_on'].split(',')[0]}, leave one family "
-                f"out): {100 * e['within_25pct']:.0f}% within +-25%, MAPE {100 * e['mape']:.0f}%"
-            )
-    else:
-        print("  whole-network error: not measured for this table's model (no measured network was fitted)")
+    for line in whole_network_lines(model.errors.get("whole_networks")):
+        print(f"  {line}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

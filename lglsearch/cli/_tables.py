@@ -390,7 +390,10 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 f"+-10% (n={v['n']}), MAPE {100 * v['mape']:.1f}%"
             )
         if row.get("model"):  # a derived table: how its phone model does on whole networks and blocks
-            _print_whole_networks(row.get("whole_networks"), pad)
+            from lglsearch.cost.pricing import whole_network_lines
+
+            for line in whole_network_lines(row.get("whole_networks")):
+                print(f"{pad}{line}")
             print_reference_blocks(row.get("reference_blocks"), pad)
         if row.get("heldout"):
             _print_model_reach(row, pad)
@@ -405,22 +408,6 @@ def print_reference_blocks(blocks: dict | None, pad: str) -> None:
             f"{100 * v['within_20pct']:.0f}% within +-20% (n={v['n']}), MAPE {100 * v['mape']:.1f}%, median "
             f"predicted/measured {v['median_ratio']:.2f}"
         )
-
-
-def _print_whole_networks(errors: dict | None, pad: str) -> None:
-    """How the table's phone model prices whole networks measured on a phone (development figures)."""
-    if not errors:
-        print(f"{pad}whole-network error: not measured (the phone model was fitted on blocks only)")
-        return
-    for group, e in errors["leave_one_family_out"].items():
-        print(
-            f"{pad}whole-network error, {e['n']} {group} on {errors['measured_on'].split(',')[0]}, each "
-            f"family left out: {100 * e['within_20pct']:.0f}% within +-20%, {100 * e['within_25pct']:.0f}% within "
-            f"+-25%, MAPE {100 * e['mape']:.0f}%, Spearman {e['spearman']:.3f} (development data)"
-        )
-    print(f"{pad}  read its latencies as +-{errors['band_pct']}%: {errors['band']}")
-    if errors["this_phone"] != "measured here":
-        print(f"{pad}  this phone: {errors['this_phone']}")
 
 
 def _print_model_reach(row: dict, pad: str) -> None:

@@ -19,9 +19,9 @@ import torch
 
 from lglsearch.cost._phone.derive import load_model
 from lglsearch.cost._phone.joint import JointKernelModel
-from lglsearch.cost._phone.phone_kernels import part_kernels
+from lglsearch.cost._phone.phone_kernels import key_kernels
 from lglsearch.cost.kernels import Kernel, decompose
-from lglsearch.cost.ops import arch_ops, op_parts
+from lglsearch.cost.ops import arch_ops
 from lglsearch.cost.table import CostTable
 from lglsearch.errors import LglsearchError
 from lglsearch.space import Arch
@@ -36,6 +36,7 @@ __all__ = [
     "price_tflite",
     "summary_line",
     "whole_network_band",
+    "whole_network_lines",
 ]
 
 
@@ -87,9 +88,26 @@ def whole_network_band(table: CostTable) -> int | None:
     return errors.get("band_pct")
 
 
+def whole_network_lines(errors: Mapping[str, Any] | None) -> list[str]:
+    """A table model's whole-network error (`errors["whole_networks"]`) as the sentences `predict`,
+    `devices` and the report print: each group's figure, the band, and whose phone measured them."""
+    if not errors:
+        return ["whole-network error: not measured (the phone model was fitted on blocks only)"]
+    lines = [
+        f"whole-network error, {e['n']} {group} measured on {errors['measured_on'].split(',')[0]}, each family "
+        f"left out of the fit: {100 * e['within_20pct']:.0f}% within +-20%, {100 * e['within_25pct']:.0f}% within "
+        f"+-25%, MAPE {100 * e['mape']:.0f}%, Spearman {e['spearman']:.3f} (development data)"
+        for group, e in errors["leave_one_family_out"].items()
+    ]
+    lines.append(f"read its latencies as +-{errors['band_pct']}%: {errors['band']}")
+    if errors["this_phone"] != "measured here":
+        lines.append(f"this phone: {errors['this_phone']}")
+    return lines
+
+
 def arch_kernels(arch: Arch) -> list[Kernel]:
     """The kernels of an arch as its op keys split into them: what its table price is the sum of."""
-    return [k for key in arch_ops(arch) for part, _ in op_parts(key) for k in part_kernels(part)]
+    return [k for key in arch_ops(arch) for k in key_kernels(key)]
 
 
 def price_kernels(model: JointKernelModel, kernels: Sequence[Kernel]) -> Price:

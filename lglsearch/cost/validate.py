@@ -230,7 +230,7 @@ def validate_measured(device: str, csv: str | Path, *, progress: bool = True) ->
     ]
     measured = np.array([n.latency_ms for n in networks])
     # a network measured under a runtime the model was fitted on is priced as that runtime
-    scale = np.array([model.factors.get(n.runtime, model.factor) / model.factor for n in networks])
+    scale = np.array([model.runtime_scale(n.runtime) for n in networks])
     predicted = np.array([p.latency_ms for p in prices]) * scale
     rows = pd.DataFrame(
         {

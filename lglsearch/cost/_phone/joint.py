@@ -28,10 +28,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from lglsearch.cost._phone.phone_kernels import kernel_coverage, part_kernels
+from lglsearch.cost._phone.phone_kernels import kernel_coverage, key_kernels
 from lglsearch.cost.kernels import Kernel, KernelModel
 from lglsearch.cost.opkey import HeadKey, OpKey
-from lglsearch.cost.ops import op_parts
 from lglsearch.errors import LglsearchError
 
 __all__ = ["FORM", "JointKernelModel", "MeasuredSet", "speed_ratio"]
@@ -149,6 +148,10 @@ class JointKernelModel:
             return np.zeros(0)
         return (self.model.predict([[k] for k in kernels]) - self.constant) * self.factor
 
+    def runtime_scale(self, runtime: str) -> float:
+        """How a price under the priced runtime converts to `runtime`'s (1 for a runtime not fitted)."""
+        return self.factors.get(runtime, self.factor) / self.factor
+
     def predict(self, networks: Sequence[Sequence[Kernel]]) -> np.ndarray:
         """Whole networks' ms under the priced runtime (the invocation constant included)."""
         return self.model.predict(networks) * self.factor
@@ -157,7 +160,7 @@ class JointKernelModel:
         """Phone ms of op keys: their parts' kernels; the head, once per network, adds the invocation constant."""
         prices = {}
         for key in keys:
-            kernels = [k for part, _ in op_parts(key) for k in part_kernels(part)]
+            kernels = key_kernels(key)
             head = isinstance(OpKey.parse(key), HeadKey)
             prices[key] = float(self.kernel_costs(kernels).sum()) + (self.constant * self.factor if head else 0.0)
         return pd.Series(prices, name="latency_ms", dtype=float)

@@ -33,7 +33,15 @@ from lglsearch.cost.kernels import Kernel, KernelModel, decompose
 from lglsearch.cost.ops import op_input_shape, op_module, op_parts
 from lglsearch.errors import LglsearchError
 
-__all__ = ["FORM", "PhoneKernelModel", "heldout_mask", "kernel_coverage", "part_kernels", "reference_kernels"]
+__all__ = [
+    "FORM",
+    "PhoneKernelModel",
+    "heldout_mask",
+    "kernel_coverage",
+    "key_kernels",
+    "part_kernels",
+    "reference_kernels",
+]
 
 FORM = (
     "ms = block constant + sum over kernels of (a + b MB + b1 max(0, MB - 1) + b4 max(0, MB - 4) + w weight MB "
@@ -56,6 +64,11 @@ def part_kernels(part: str) -> tuple[Kernel, ...]:
     with torch.device("meta"):
         module = op_module(part)
     return tuple(decompose(module, op_input_shape(part)))
+
+
+def key_kernels(key: str) -> list[Kernel]:
+    """The kernels of an op key: its parts' kernels, in order."""
+    return [k for part, _ in op_parts(key) for k in part_kernels(part)]
 
 
 def heldout_mask(classes: Sequence[str], holdout: float, seed: int) -> np.ndarray:
